@@ -1,0 +1,105 @@
+"""Reads Pulumi.yaml and Pulumi.<stack>.yaml into config as the Pulumi CLI hands it to a program.
+
+Values become strings (objects and lists as JSON), keys without a namespace get the project's.
+`secure:` values cannot be decrypted without the stack's secrets provider; they become opaque
+placeholders, and their keys are marked secret, so the program treats them as it would the real
+ones. Their ciphertext is never passed on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class StackFileError(Exception):
+    """A project or stack file is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    project: str
+    stack: str
+    main_dir: Path
+    config: dict[str, str]
+    secret_keys: list[str]
+
+
+def secret_placeholder(key: str) -> str:
+    return f"offline-placeholder-for-secret-{key}"
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StackFileError(f"{path.name}: file not found in {path.parent}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})"
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise StackFileError(f"{path.name}: malformed YAML{where}: {problem}") from None
+
+
+def available_stacks(project_dir: Path) -> list[str]:
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
+
+
+def load_stack_config(project_dir: Path, stack: str) -> StackConfig:
+    project_file = _read_yaml(project_dir / "Pulumi.yaml")
+    if not isinstance(project_file, dict) or not isinstance(project_file.get("name"), str):
+        raise StackFileError("Pulumi.yaml: expected a mapping with a `name`")
+    project = project_file["name"]
+    main_dir = (project_dir / str(project_file.get("main") or ".")).resolve()
+
+    stack_path = project_dir / f"Pulumi.{stack}.yaml"
+    if not stack_path.exists():
+        known = ", ".join(available_stacks(project_dir)) or "none"
+        raise StackFileError(f"{stack_path.name}: no such stack file; stacks here: {known}")
+    stack_file = _read_yaml(stack_path) or {}
+    if not isinstance(stack_file, dict):
+        raise StackFileError(f"{stack_path.name}: expected a mapping at the top level")
+    raw_config = stack_file.get("config") or {}
+    if not isinstance(raw_config, dict):
+        raise StackFileError(f"{stack_path.name}: `config` must be a mapping")
+
+    config: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in raw_config.items():
+        full_key = str(key) if ":" in str(key) else f"{project}:{key}"
+        plain, secret = _strip_secure(value, full_key)
+        config[full_key] = to_config_string(plain)
+        if secret:
+            secret_keys.append(full_key)
+    return StackConfig(project, stack, main_dir, config, secret_keys)
+
+
+def _strip_secure(value: Any, key: str) -> tuple[Any, bool]:
+    """Replace every `{secure: ...}` with a placeholder; say whether any was found."""
+    if isinstance(value, dict):
+        if set(value) == {"secure"}:
+            return secret_placeholder(key), True
+        items = [(k, *_strip_secure(v, key)) for k, v in value.items()]
+        return {k: v for k, v, _ in items}, any(s for _, _, s in items)
+    if isinstance(value, list):
+        pairs = [_strip_secure(v, key) for v in value]
+        return [v for v, _ in pairs], any(s for _, s in pairs)
+    return value, False
+
+
+def to_config_string(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value)

@@ -1,0 +1,127 @@
+"""Component plumbing: tags, physical names, parents and explicit providers."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+
+import pytest
+
+from infra.component import StackContext
+from infra.mock_engine import ProgramRun
+from tests.conftest import STACKS, RunStack, stack_yaml
+
+
+def _is_taggable(type_token: str) -> bool:
+    """Whether the pulumi_aws resource class for `aws:<module>/<x>:<Class>` takes `tags`."""
+    module_path, class_name = type_token.split(":")[1].split("/")[0], type_token.split(":")[2]
+    module = importlib.import_module(f"pulumi_aws.{module_path}")
+    init = getattr(module, class_name)._internal_init
+    return "tags" in inspect.signature(init).parameters
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_taggable_aws_resource_carries_the_common_tags(
+    run_stack: RunStack, stack: str
+) -> None:
+    run = run_stack(stack)
+    config = stack_yaml(stack)["config"]
+    expected = {
+        "Environment": config["analytics-platform:environment"],
+        "Project": "analytics-platform",
+        "Stack": stack,
+        "Owner": config["analytics-platform:tags"]["owner"],
+        "CostCenter": config["analytics-platform:tags"]["costCenter"],
+        "ManagedBy": "pulumi",
+    }
+    taggable = [r for r in run.resources if r.type.startswith("aws:") and _is_taggable(r.type)]
+    assert len(taggable) >= 2
+    for record in taggable:
+        tags = record.inputs.get("tags", {})
+        assert expected.items() <= tags.items(), f"{record.urn} tags: {tags}"
+        assert tags["Component"]
+
+
+def test_untaggable_types_are_recognised() -> None:
+    assert _is_taggable("aws:sns/topic:Topic")
+    assert not _is_taggable("aws:sns/topicPolicy:TopicPolicy")
+
+
+def _context(stack: str = "dev") -> StackContext:
+    return StackContext(
+        project="analytics-platform",
+        stack=stack,
+        environment="dev",
+        tags={},
+        protect=False,
+        kms_deletion_window_days=7,
+    )
+
+
+def test_physical_names_are_project_stack_and_name() -> None:
+    assert _context().physical_name("alerts-topic") == "analytics-platform-dev-alerts-topic"
+    assert _context("PR-7").physical_name("db") == "analytics-platform-pr-7-db"
+
+
+def test_long_physical_names_keep_a_stable_hash_within_the_limit() -> None:
+    ctx = _context("feature-with-a-very-long-branch-name")
+    first = ctx.physical_name("target-group-blue", max_length=32)
+    second = ctx.physical_name("target-group-green", max_length=32)
+    assert len(first) <= 32
+    assert len(second) <= 32
+    assert first != second
+    assert first == ctx.physical_name("target-group-blue", max_length=32)
+
+
+def _providers(run: ProgramRun) -> dict[str, str]:
+    return {r.name: r.urn for r in run.resources if r.type.startswith("pulumi:providers:")}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_resource_uses_an_explicit_provider(run_stack: RunStack, stack: str) -> None:
+    run = run_stack(stack)
+    providers = _providers(run)
+    assert set(providers) == {"aws", "kubernetes"}
+    for record in run.resources:
+        if not record.custom or record.type.startswith("pulumi:providers:"):
+            continue
+        package = record.type.split(":")[0]
+        expected = providers["kubernetes" if package == "kubernetes" else package]
+        assert record.provider is not None, record.urn
+        assert record.provider.startswith(expected + "::"), record.urn
+    for invoke in run.invokes:
+        assert invoke.provider is not None
+        assert invoke.provider.startswith(providers["aws"] + "::"), invoke.token
+
+
+def test_every_resource_but_the_providers_sits_under_the_platform(run_stack: RunStack) -> None:
+    run = run_stack("prod")
+    roots = [r for r in run.resources if r.parent is None]
+    assert sorted(r.type for r in roots) == [
+        "analytics-platform:index:AnalyticsPlatform",
+        "pulumi:providers:aws",
+        "pulumi:providers:kubernetes",
+    ]
+
+
+def test_aws_provider_takes_region_role_and_account_pin_from_config(run_stack: RunStack) -> None:
+    provider = run_stack("prod").one("pulumi:providers:aws")
+    assert provider.inputs["region"] == "eu-west-1"
+    # Provider config reaches the engine with structured values as JSON text.
+    assert json.loads(provider.inputs["allowedAccountIds"]) == ["123456789012"]
+    role = json.loads(provider.inputs["assumeRoles"])[0]
+    assert role["roleArn"] == "arn:aws:iam::123456789012:role/analytics-platform-deploy"
+    assert role["sessionName"] == "pulumi-analytics-platform-prod"
+
+
+def test_kubernetes_provider_uses_the_context_or_the_secret_kubeconfig(
+    run_stack: RunStack,
+) -> None:
+    dev = run_stack("dev").one("pulumi:providers:kubernetes")
+    assert dev.inputs["context"] == "analytics-dev"
+    assert "kubeconfig" not in dev.inputs
+    assert dev.inputs["clusterIdentifier"] == "analytics-dev"
+    prod = run_stack("prod").one("pulumi:providers:kubernetes")
+    assert prod.inputs["clusterIdentifier"] == "analytics-prod"
+    assert "context" not in prod.inputs

@@ -1,0 +1,61 @@
+"""The program imports as the Pulumi language host runs it.
+
+The host calls `runpy.run_path("infra/")` inside `run_in_stack`, with infra/ first on sys.path
+and the repository root not on it. This test reproduces exactly that in a clean interpreter:
+the offline engine and the stack-file reader are loaded by file path, so that nothing of the
+`infra` package is imported before the program itself runs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import ROOT
+
+SCRIPT = textwrap.dedent(
+    """
+    import importlib.util, json, os, sys
+    from pathlib import Path
+
+    root = Path(sys.argv[1])
+    sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != root]
+
+    def load(name, path):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    engine = load("offline_engine", root / "infra" / "mock_engine.py")
+    stackfiles = load("offline_stackfiles", root / "infra" / "stackfiles.py")
+    assert "infra" not in sys.modules
+    stack = stackfiles.load_stack_config(root, "dev")
+    run = engine.run_program(stack.main_dir, stack.project, "dev", stack.config, stack.secret_keys)
+    print(json.dumps({
+        "types": sorted({r.type for r in run.resources}),
+        "outputs": engine.mask_secrets(run.outputs),
+    }))
+    """
+)
+
+
+def test_program_runs_with_only_its_folder_on_sys_path(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(ROOT)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONSAFEPATH": "1"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert "aws:sns/topic:Topic" in report["types"]
+    assert "analytics-platform:index:AnalyticsPlatform" in report["types"]
+    assert report["outputs"]["environment"] == "dev"
+    assert report["outputs"]["alertsTopicArn"].startswith("arn:aws:sns:eu-west-1:")

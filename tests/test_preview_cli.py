@@ -1,0 +1,208 @@
+"""The offline preview command: plan, JSON shape, secret masking and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import preview
+from infra.stackfiles import secret_placeholder
+from tests.conftest import ROOT, STACKS, stack_yaml
+
+ProjectCopy = Callable[[str, "str | dict[str, Any]"], Path]
+
+
+def _secure_ciphertexts(stack: str) -> list[str]:
+    found = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if set(value) == {"secure"}:
+                found.append(value["secure"])
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(stack_yaml(stack))
+    return found
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_preview_prints_the_plan(stack: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert preview.main(["--stack", stack]) == 0
+    out = capsys.readouterr().out
+    assert f"Offline preview of analytics-platform/{stack}:" in out
+    assert "└─ analytics-platform:alerts:Alerts  alerts" in out
+    assert "aws:sns/topic:Topic  alerts-topic" in out
+    assert "Resources by type:" in out
+    assert "  aws:sns/topic:Topic" in out
+    assert "Outputs:" in out
+    assert f"alertsTopicArn: arn:aws:sns:eu-west-1:123456789012:analytics-platform-{stack}" in out
+
+
+def test_prod_plan_marks_protected_resources(capsys: pytest.CaptureFixture[str]) -> None:
+    assert preview.main(["--stack", "prod"]) == 0
+    out = capsys.readouterr().out
+    assert "aws:kms/key:Key  alerts-key [protected]" in out
+    assert "kubeconfig=[secret]" in out
+
+
+def test_json_plan_has_the_documented_shape(tmp_path: Path) -> None:
+    out_file = tmp_path / "out.json"
+    assert preview.main(["--stack", "prod", "--json", str(out_file)]) == 0
+    plan = json.loads(out_file.read_text())
+    assert set(plan) == {"project", "stack", "resources", "outputs"}
+    assert (plan["project"], plan["stack"]) == ("analytics-platform", "prod")
+    urns = {r["urn"] for r in plan["resources"]}
+    assert len(urns) == len(plan["resources"]) >= 10
+    for resource in plan["resources"]:
+        assert set(resource) >= {
+            "urn", "type", "name", "custom", "parent", "provider", "dependencies", "protect",
+            "inputs",
+        }  # fmt: skip
+        assert resource["urn"].startswith("urn:pulumi:prod::analytics-platform::")
+        assert resource["urn"].endswith(f"{resource['type']}::{resource['name']}")
+        assert isinstance(resource["custom"], bool)
+        assert isinstance(resource["protect"], bool)
+        assert resource["parent"] is None or resource["parent"] in urns
+        assert all(dep in urns for dep in resource["dependencies"])
+        assert isinstance(resource["inputs"], dict)
+        if resource["custom"] and not resource["type"].startswith("pulumi:providers:"):
+            assert resource["provider"].rpartition("::")[0] in urns
+    topic = next(r for r in plan["resources"] if r["type"] == "aws:sns/topic:Topic")
+    assert topic["protect"] is True
+    assert topic["inputs"]["name"] == "analytics-platform-prod-alerts-topic"
+    key = next(r for r in plan["resources"] if r["type"] == "aws:kms/key:Key")
+    assert key["urn"] in topic["dependencies"]
+    assert plan["outputs"]["environment"] == "prod"
+
+
+def test_no_secret_or_ciphertext_reaches_stdout_or_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_file = tmp_path / "out.json"
+    assert preview.main(["--stack", "prod", "--json", str(out_file)]) == 0
+    captured = capsys.readouterr()
+    everything = captured.out + captured.err + out_file.read_text()
+    ciphertexts = _secure_ciphertexts("prod")
+    assert len(ciphertexts) == 2
+    for ciphertext in ciphertexts:
+        assert ciphertext not in everything
+    for key in ("alertsWebhookUrl", "kubeconfig"):
+        assert secret_placeholder(f"analytics-platform:{key}") not in everything
+    assert "offline-placeholder" not in everything
+    plan = json.loads(out_file.read_text())
+    webhook = next(r for r in plan["resources"] if r["name"] == "alerts-webhook")
+    assert webhook["inputs"]["endpoint"] == "[secret]"
+    provider = next(r for r in plan["resources"] if r["type"] == "pulumi:providers:kubernetes")
+    assert provider["inputs"]["kubeconfig"] == "[secret]"
+
+
+def test_a_copy_of_the_dev_stack_under_another_name_previews(
+    project_copy: ProjectCopy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = project_copy("feature-login", (ROOT / "Pulumi.dev.yaml").read_text())
+    assert preview.main(["--stack", "feature-login"], project_dir=project) == 0
+    out = capsys.readouterr().out
+    assert "Offline preview of analytics-platform/feature-login" in out
+    assert "name=analytics-platform-feature-login-alerts-topic" in out
+
+
+def _dev_with(**changes: Any) -> dict[str, Any]:
+    doc = stack_yaml("dev")
+    for key, value in changes.items():
+        full = f"analytics-platform:{key}"
+        if value is None:
+            del doc["config"][full]
+        else:
+            doc["config"][full] = value
+    return doc
+
+
+BROKEN: dict[str, tuple[str | dict[str, Any], str]] = {
+    "wrong type": (
+        _dev_with(alerts={"emails": "oncall@example.com"}),
+        "analytics-platform:alerts.emails",
+    ),
+    "unknown top-level key": (
+        _dev_with(dashboard={"enabled": True}),
+        "analytics-platform:dashboard",
+    ),
+    "unknown nested key": (
+        _dev_with(aws={"region": "eu-west-1", "profile": "me"}),
+        "analytics-platform:aws.profile",
+    ),
+    "missing environment": (_dev_with(environment=None), "analytics-platform:environment"),
+    "out-of-range number": (_dev_with(kmsDeletionWindowDays=3), "kmsDeletionWindowDays"),
+    "malformed YAML": (
+        "config:\n  analytics-platform:environment: dev\n   bad: [unclosed\n",
+        "Pulumi.broken.yaml",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_config_exits_2_naming_the_key_without_a_traceback(
+    case: str, project_copy: ProjectCopy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack_file, named = BROKEN[case]
+    project = project_copy("broken", stack_file)
+    assert preview.main(["--stack", "broken"], project_dir=project) == 2
+    captured = capsys.readouterr()
+    assert named in captured.err
+    assert "stack broken" in captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert captured.out == ""
+
+
+def test_an_unknown_stack_exits_2_and_lists_the_stacks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert preview.main(["--stack", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "Pulumi.nope.yaml" in err
+    assert "dev, prod, staging" in err
+
+
+def test_a_program_error_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "Pulumi.yaml").write_text("name: failing\nruntime: python\nmain: prog/\n")
+    (tmp_path / "Pulumi.x.yaml").write_text("config: {}\n")
+    (tmp_path / "prog").mkdir()
+    (tmp_path / "prog" / "__main__.py").write_text("raise RuntimeError('boom')\n")
+    assert preview.main(["--stack", "x"], project_dir=tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "the program failed: RuntimeError: boom" in err
+    assert "Traceback" not in err
+
+
+def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "infra.preview", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_the_real_command_writes_json_and_exits_0(tmp_path: Path) -> None:
+    result = _cli("--stack", "prod", "--json", str(tmp_path / "out.json"))
+    assert result.returncode == 0, result.stderr
+    assert "[secret]" in result.stdout
+    assert result.stderr == ""
+    assert json.loads((tmp_path / "out.json").read_text())["stack"] == "prod"
+
+
+def test_the_real_command_prints_no_traceback_on_bad_config(project_copy: ProjectCopy) -> None:
+    project = project_copy("broken", _dev_with(protectStatefulResources="maybe"))
+    result = _cli("--stack", "broken", "--project-dir", str(project))
+    assert result.returncode == 2
+    assert "analytics-platform:protectStatefulResources" in result.stderr
+    assert "Traceback" not in result.stderr
