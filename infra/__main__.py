@@ -18,8 +18,6 @@ from infra.settings import load_settings
 
 settings = load_settings()
 providers = create_providers(settings)
-platform = AnalyticsPlatform(
-    "analytics-platform", settings, opts=pulumi.ResourceOptions(providers=providers.all)
-)
+platform = AnalyticsPlatform("analytics-platform", settings, providers)
 for name, value in platform.exports.items():
     pulumi.export(name, value)

@@ -27,6 +27,7 @@ class StackContext:
     # pulumi `protect` on stateful resources (keys, topics, the database).
     protect: bool
     kms_deletion_window_days: int
+    log_retention_days: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StackContext:
@@ -45,6 +46,7 @@ class StackContext:
             },
             protect=config.protect_stateful_resources,
             kms_deletion_window_days=config.kms_deletion_window_days,
+            log_retention_days=config.log_retention_days,
         )
 
     def physical_name(self, name: str, max_length: int = 63) -> str:

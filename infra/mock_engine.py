@@ -12,6 +12,7 @@ Applies run: the runtime is configured with `dry_run=False`, so every `Output` r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import runpy
 import sys
@@ -133,15 +134,174 @@ def _stable_uuid(*parts: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(parts)))
 
 
+@dataclass(frozen=True)
+class _New:
+    """What the fake provider knows when a resource is created."""
+
+    name: str  # logical name
+    inputs: dict[str, Any]
+    region: str
+    account: str
+    uid: str  # stable per stack, type and name
+
+    @property
+    def physical(self) -> str:
+        return str(self.inputs.get("name") or f"{self.name}-{self.uid[:7]}")
+
+    def hex(self, length: int) -> str:
+        return self.uid.replace("-", "")[:length]
+
+    def arn(self, service: str, resource: str, region: bool = True) -> str:
+        return f"arn:aws:{service}:{self.region if region else ''}:{self.account}:{resource}"
+
+    def input(self, key: str) -> str:
+        return str(reveal(self.inputs.get(key, "")))
+
+
+def _load_balancer(n: _New) -> tuple[str, dict[str, Any]]:
+    suffix = f"app/{n.physical}/{n.hex(16)}"
+    arn = n.arn("elasticloadbalancing", f"loadbalancer/{suffix}")
+    dns = f"internal-{n.physical}-{int(n.hex(8), 16)}.{n.region}.elb.amazonaws.com"
+    return arn, {"arn": arn, "arnSuffix": suffix, "dnsName": dns, "zoneId": "Z32O12XQLNTSW2"}
+
+
+def _target_group(n: _New) -> tuple[str, dict[str, Any]]:
+    suffix = f"targetgroup/{n.physical}/{n.hex(16)}"
+    arn = n.arn("elasticloadbalancing", suffix)
+    return arn, {"arn": arn, "arnSuffix": suffix}
+
+
+def _rds_instance(n: _New) -> tuple[str, dict[str, Any]]:
+    identifier = n.input("identifier") or n.physical
+    address = f"{identifier}.c{n.hex(12)}.{n.region}.rds.amazonaws.com"
+    port = int(float(n.inputs.get("port", 5432)))
+    secret = n.arn("secretsmanager", f"secret:rds!db-{n.uid}-{n.hex(6)}")
+    return identifier, {
+        "arn": n.arn("rds", f"db:{identifier}"),
+        "address": address,
+        "endpoint": f"{address}:{port}",
+        "port": port,
+        "resourceId": f"db-{n.hex(26).upper()}",
+        "engineVersionActual": f"{n.input('engineVersion')}.1",
+        "masterUserSecrets": [
+            {"secretArn": secret, "secretStatus": "active", "kmsKeyId": n.input("kmsKeyId")}
+        ],
+    }
+
+
+def _api(n: _New) -> tuple[str, dict[str, Any]]:
+    api_id = n.hex(10)
+    return api_id, {
+        "apiEndpoint": f"https://{api_id}.execute-api.{n.region}.amazonaws.com",
+        "arn": n.arn("apigateway", f"/apis/{api_id}", region=True).replace(f":{n.account}:", "::"),
+        "executionArn": n.arn("execute-api", api_id),
+    }
+
+
+def _repository(n: _New) -> tuple[str, dict[str, Any]]:
+    return n.physical, {
+        "arn": n.arn("ecr", f"repository/{n.physical}"),
+        "registryId": n.account,
+        "repositoryUrl": f"{n.account}.dkr.ecr.{n.region}.amazonaws.com/{n.physical}",
+    }
+
+
+def _docker_image(n: _New) -> tuple[str, dict[str, Any]]:
+    name = n.input("imageName")
+    repository = name.rpartition(":")[0] if ":" in name.rpartition("/")[2] else name
+    digest = f"{repository}@sha256:{hashlib.sha256(name.encode()).hexdigest()}"
+    return digest, {"repoDigest": digest, "imageName": name}
+
+
+# Fake outputs by resource type: (id, outputs besides the inputs).
+_FAKES: dict[str, Callable[[_New], tuple[str, dict[str, Any]]]] = {
+    "aws:kms/key:Key": lambda n: (n.uid, {"keyId": n.uid, "arn": n.arn("kms", f"key/{n.uid}")}),
+    "aws:kms/alias:Alias": lambda n: (n.physical, {"arn": n.arn("kms", n.physical)}),
+    "aws:sns/topic:Topic": lambda n: (
+        n.arn("sns", n.physical),
+        {"arn": n.arn("sns", n.physical), "owner": n.account},
+    ),
+    "aws:sns/topicSubscription:TopicSubscription": lambda n: (
+        f"{n.input('topic')}:{n.uid}",
+        {"arn": f"{n.input('topic')}:{n.uid}", "ownerId": n.account},
+    ),
+    "aws:sns/topicPolicy:TopicPolicy": lambda n: (n.input("arn"), {}),
+    "aws:ec2/securityGroup:SecurityGroup": lambda n: (
+        f"sg-{n.hex(17)}",
+        {"arn": n.arn("ec2", f"security-group/sg-{n.hex(17)}"), "ownerId": n.account},
+    ),
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": lambda n: (
+        f"sgr-{n.hex(17)}",
+        {"securityGroupRuleId": f"sgr-{n.hex(17)}"},
+    ),
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": lambda n: (
+        f"sgr-{n.hex(17)}",
+        {"securityGroupRuleId": f"sgr-{n.hex(17)}"},
+    ),
+    "aws:rds/subnetGroup:SubnetGroup": lambda n: (
+        n.physical,
+        {"arn": n.arn("rds", f"subgrp:{n.physical}")},
+    ),
+    "aws:rds/parameterGroup:ParameterGroup": lambda n: (
+        n.physical,
+        {"arn": n.arn("rds", f"pg:{n.physical}")},
+    ),
+    "aws:rds/instance:Instance": _rds_instance,
+    "aws:rds/instanceAutomatedBackupsReplication:InstanceAutomatedBackupsReplication": lambda n: (
+        n.arn("rds", f"auto-backup:ab-{n.hex(26)}"),
+        {},
+    ),
+    "aws:iam/role:Role": lambda n: (
+        n.physical,
+        {"arn": n.arn("iam", f"role/{n.physical}", region=False), "uniqueId": n.hex(21)},
+    ),
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": lambda n: (f"{n.name}-{n.hex(8)}", {}),
+    "aws:cloudwatch/logGroup:LogGroup": lambda n: (
+        n.physical,
+        {"arn": n.arn("logs", f"log-group:{n.physical}")},
+    ),
+    "aws:lb/loadBalancer:LoadBalancer": _load_balancer,
+    "aws:lb/targetGroup:TargetGroup": _target_group,
+    "aws:lb/listener:Listener": lambda n: (
+        n.arn("elasticloadbalancing", f"listener/app/lb/{n.hex(16)}/{n.hex(12)}"),
+        {"arn": n.arn("elasticloadbalancing", f"listener/app/lb/{n.hex(16)}/{n.hex(12)}")},
+    ),
+    "aws:apigatewayv2/api:Api": _api,
+    "aws:apigatewayv2/vpcLink:VpcLink": lambda n: (n.hex(6), {"arn": n.arn("apigateway", "")}),
+    "aws:apigatewayv2/integration:Integration": lambda n: (n.hex(7), {}),
+    "aws:apigatewayv2/route:Route": lambda n: (n.hex(7), {}),
+    "aws:apigatewayv2/stage:Stage": lambda n: (
+        n.input("name"),
+        {"invokeUrl": f"https://{n.input('apiId')}.execute-api.{n.region}.amazonaws.com/"},
+    ),
+    "aws:apigatewayv2/domainName:DomainName": lambda n: (
+        n.input("domainName"),
+        {"apiMappingSelectionExpression": "$request.basepath"},
+    ),
+    "aws:apigatewayv2/apiMapping:ApiMapping": lambda n: (n.hex(6), {}),
+    "aws:ecr/repository:Repository": _repository,
+    "aws:ecr/lifecyclePolicy:LifecyclePolicy": lambda n: (
+        n.input("repository"),
+        {"registryId": n.account},
+    ),
+    "docker:index/image:Image": _docker_image,
+}
+
+
 class FakeCloud(pulumi_mocks.Mocks):
     """Realistic fake provider answers: ids, ARNs and endpoints shaped like AWS's own.
 
+    Resources of a type without a fake get their inputs back and a generic id and ARN.
     Invokes without a handler raise, so that a new invoke in the program cannot silently
     return nothing under test.
     """
 
-    def __init__(self, account_id: str = FAKE_ACCOUNT_ID) -> None:
+    def __init__(
+        self, account_id: str = FAKE_ACCOUNT_ID, subnet_zones: Mapping[str, str] | None = None
+    ) -> None:
         self.account_id = account_id
+        # subnet id -> AZ letter; subnets not listed get the next unused letter.
+        self._subnet_zones = dict(subnet_zones or {})
         self._provider_regions: dict[str, str] = {}
         self.invokes: list[InvokeRecord] = []
         # Every resource the engine was asked to create, by type and name, in order.
@@ -161,6 +321,8 @@ class FakeCloud(pulumi_mocks.Mocks):
                 "endpoint": f"ec2.{self._region(call.provider)}.amazonaws.com",
                 "description": "offline region",
             },
+            "aws:ec2/getSubnet:getSubnet": self._subnet,
+            "aws:ecr/getAuthorizationToken:getAuthorizationToken": self._ecr_token,
         }
 
     def _region(self, provider_ref: str | None) -> str:
@@ -173,6 +335,36 @@ class FakeCloud(pulumi_mocks.Mocks):
             "accountId": self.account_id,
             "arn": f"arn:aws:sts::{self.account_id}:assumed-role/offline-preview/session",
             "userId": "AROAOFFLINEPREVIEW:session",
+        }
+
+    def _subnet(self, call: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
+        subnet_id = str(call.args.get("id"))
+        if subnet_id not in self._subnet_zones:
+            used = set(self._subnet_zones.values())
+            self._subnet_zones[subnet_id] = next(z for z in "abcdef" if z not in used)
+        region = self._region(call.provider)
+        zone = f"{region}{self._subnet_zones[subnet_id]}"
+        return {
+            "id": subnet_id,
+            "vpcId": call.args.get("vpcId", "vpc-0offline0000000000"),
+            "availabilityZone": zone,
+            "availabilityZoneId": f"euw1-az{'abcdef'.index(zone[-1]) + 1}",
+            "cidrBlock": f"10.0.{'abcdef'.index(zone[-1]) * 32}.0/19",
+            "arn": f"arn:aws:ec2:{region}:{self.account_id}:subnet/{subnet_id}",
+            "ownerId": self.account_id,
+            "state": "available",
+            "mapPublicIpOnLaunch": False,
+        }
+
+    def _ecr_token(self, call: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
+        registry = call.args.get("registryId", self.account_id)
+        return {
+            "id": self._region(call.provider),
+            "authorizationToken": "QVdTOm9mZmxpbmUtZWNyLXBhc3N3b3Jk",
+            "userName": "AWS",
+            "password": "offline-ecr-password",
+            "proxyEndpoint": f"https://{registry}.dkr.ecr.{self._region(call.provider)}.amazonaws.com",
+            "expiresAt": "2099-01-01T00:00:00Z",
         }
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -188,37 +380,18 @@ class FakeCloud(pulumi_mocks.Mocks):
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
         self.created.append((args.typ, args.name))
-        resource_uuid = _stable_uuid(runtime_settings.get_stack(), args.typ, args.name)
+        uid = _stable_uuid(runtime_settings.get_stack(), args.typ, args.name)
         if args.typ.startswith("pulumi:providers:"):
             if args.typ == "pulumi:providers:aws":
-                self._provider_regions[resource_uuid] = str(inputs.get("region", "us-east-1"))
-            return resource_uuid, inputs
-        region = self._region(args.provider)
-        service = args.typ.split(":")[1].split("/")[0] if args.typ.startswith("aws:") else ""
-        arn_base = f"arn:aws:{service}:{region}:{self.account_id}"
-        physical = str(inputs.get("name") or f"{args.name}-{resource_uuid[:7]}")
-
-        if args.typ == "aws:kms/key:Key":
-            return resource_uuid, {
-                **inputs,
-                "keyId": resource_uuid,
-                "arn": f"{arn_base}:key/{resource_uuid}",
-            }
-        if args.typ == "aws:kms/alias:Alias":
-            return physical, {**inputs, "arn": f"{arn_base}:{physical}"}
-        if args.typ == "aws:sns/topic:Topic":
-            arn = f"{arn_base}:{physical}"
-            return arn, {**inputs, "arn": arn, "owner": self.account_id}
-        if args.typ == "aws:sns/topicSubscription:TopicSubscription":
-            topic_arn = str(reveal(inputs.get("topic", f"{arn_base}:topic")))
-            arn = f"{topic_arn}:{resource_uuid}"
-            return arn, {**inputs, "arn": arn, "ownerId": self.account_id}
-        if args.typ == "aws:sns/topicPolicy:TopicPolicy":
-            return str(reveal(inputs.get("arn", physical))), inputs
-        outputs = {**inputs}
-        if args.typ.startswith("aws:"):
-            outputs.setdefault("arn", f"{arn_base}:{physical}")
-        return physical if "name" in inputs else resource_uuid, outputs
+                self._provider_regions[uid] = str(inputs.get("region", "us-east-1"))
+            return uid, inputs
+        new = _New(args.name, inputs, self._region(args.provider), self.account_id, uid)
+        fake = _FAKES.get(args.typ)
+        if fake is not None:
+            resource_id, outputs = fake(new)
+            return resource_id, {**inputs, **outputs}
+        service = args.typ.split(":")[1].split("/")[0]
+        return new.physical, {"arn": new.arn(service, new.physical), **inputs}
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):

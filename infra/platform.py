@@ -7,20 +7,62 @@ from typing import Any
 import pulumi
 
 from infra.alerts import Alerts
+from infra.api_gateway import ApiGateway
 from infra.aws_account import AwsAccount
 from infra.component import PlatformComponent, StackContext
+from infra.container_image import ContainerImage
+from infra.database import Database
+from infra.kms import ServiceGrant, create_key
+from infra.network import private_subnet_ids
+from infra.providers import Providers
 from infra.settings import Settings
 
 
+def _logs_condition(partition: str, account_id: str, region: str) -> dict[str, Any]:
+    # Only log groups of this account and region may use the key.
+    return {
+        "ArnLike": {
+            "kms:EncryptionContext:aws:logs:arn": (
+                f"arn:{partition}:logs:{region}:{account_id}:log-group:*"
+            )
+        }
+    }
+
+
 class AnalyticsPlatform(PlatformComponent):
-    def __init__(
-        self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, settings: Settings, providers: Providers) -> None:
         ctx = StackContext.from_settings(settings)
-        super().__init__("index:AnalyticsPlatform", name, ctx, opts)
+        super().__init__(
+            "index:AnalyticsPlatform",
+            name,
+            ctx,
+            pulumi.ResourceOptions(providers=providers.inherited),
+        )
         config = settings.config
         account = AwsAccount.lookup(self, config.aws.region)
+        subnets = private_subnet_ids(self, config.network, ctx)
 
+        # The platform key encrypts log groups and the image repository.
+        platform_key = create_key(
+            self,
+            f"Logs and images of {ctx.project}/{ctx.stack}",
+            account,
+            grants=[
+                ServiceGrant(
+                    "AllowCloudWatchLogsOfThisAccount",
+                    f"logs.{config.aws.region}.amazonaws.com",
+                    actions=(
+                        "kms:Encrypt*",
+                        "kms:Decrypt*",
+                        "kms:ReEncrypt*",
+                        "kms:GenerateDataKey*",
+                        "kms:Describe*",
+                    ),
+                    condition=_logs_condition,
+                )
+            ],
+            name="platform",
+        )
         self.alerts = Alerts(
             "alerts",
             config.alerts,
@@ -29,10 +71,44 @@ class AnalyticsPlatform(PlatformComponent):
             ctx=ctx,
             opts=self.child_opts(),
         )
+        self.database = Database(
+            "database",
+            config.database,
+            config.network,
+            subnet_ids=subnets,
+            logs_key_arn=platform_key.arn,
+            account=account,
+            ctx=ctx,
+            dr_provider=providers.aws_dr,
+            opts=self.child_opts(),
+        )
+        self.api = ApiGateway(
+            "api",
+            config.api,
+            config.network,
+            subnet_ids=subnets,
+            logs_key_arn=platform_key.arn,
+            ctx=ctx,
+            opts=self.child_opts(),
+        )
+        self.image = ContainerImage(
+            "image", config.image, key_arn=platform_key.arn, ctx=ctx, opts=self.child_opts()
+        )
 
         self.exports: dict[str, pulumi.Input[Any]] = {
             "environment": config.environment,
             "region": config.aws.region,
             "alertsTopicArn": self.alerts.topic_arn,
+            "databaseEndpoint": self.database.endpoint,
+            "databasePort": self.database.port,
+            "databaseName": self.database.database_name,
+            "databaseMasterSecretArn": self.database.master_secret_arn,
+            "databaseSecurityGroupId": self.database.security_group_id,
+            "apiEndpoint": self.api.endpoint,
+            "apiId": self.api.api_id,
+            "apiStageName": self.api.stage_name,
+            "targetGroupArns": self.api.target_group_arns,
+            "imageRepositoryUrl": self.image.repository_url,
+            "imageReference": self.image.reference,
         }
         self.finish(self.exports)

@@ -8,22 +8,30 @@ part of these models: they are read with `get_secret` and stay `Output`s.
 from __future__ import annotations
 
 import json
+import re
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from infra.model import ConfigModel
-from infra.tiers import TIERS, Environment, Tier, TierDefaults
+from infra.tiers import TIERS, Environment, Tier
 
 AccountId = Annotated[str, Field(pattern=r"^\d{12}$")]
 Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")]
 # AWS tag values: letters, digits, spaces and + - = . _ : / @, up to 256 characters.
 TagValue = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\w .:/=+@-]+$")]
+Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
+SubnetId = Annotated[str, Field(pattern=r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$")]
+# The retention periods CloudWatch Logs accepts.
+LogRetentionDays = Literal[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+]  # fmt: skip
 
 
 class TagSettings(ConfigModel):
@@ -36,7 +44,7 @@ class TagSettings(ConfigModel):
 class AwsSettings(ConfigModel):
     """The explicit AWS provider. Default providers are not used."""
 
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    region: Region
     # Role the provider assumes, e.g. a deploy role in the stack's account.
     assume_role_arn: str | None = Field(
         default=None, pattern=r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]+$"
@@ -78,14 +86,148 @@ class AlertsSettings(ConfigModel):
     webhook_retry: WebhookRetrySettings = WebhookRetrySettings()
 
 
-class StackSettings(TierDefaults):
-    """Every non-secret key under the project namespace. Tier defaults are inherited fields."""
+class NetworkSettings(ConfigModel):
+    """The existing VPC that holds the Kubernetes cluster."""
+
+    vpc_id: str = Field(pattern=r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$")
+    # Private subnets in distinct AZs: the database subnet group, the VPC link and the internal
+    # load balancer all span them. The AZs are checked against AWS at deploy time.
+    private_subnet_ids: tuple[SubnetId, ...] = Field(min_length=2)
+    # The cluster nodes' security group: the only source the database accepts.
+    cluster_node_security_group_id: str = Field(pattern=r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
+
+    @model_validator(mode="after")
+    def _subnets_unique(self) -> NetworkSettings:
+        if len(set(self.private_subnet_ids)) != len(self.private_subnet_ids):
+            raise ValueError("privateSubnetIds must not repeat a subnet")
+        return self
+
+
+class DisasterRecoverySettings(ConfigModel):
+    """RDS automated backups replicated to a second region."""
+
+    enabled: bool
+    region: Region = "eu-central-1"
+    retention_days: int = Field(default=7, ge=1, le=35)
+
+
+class DatabaseSettings(ConfigModel):
+    """RDS for PostgreSQL. Tier-dependent keys come from the tier table."""
+
+    # A major version ("18") lets RDS pick and upgrade the minor; the parameter group family
+    # follows the major.
+    engine_version: str = Field(default="18", pattern=r"^\d{2}(\.\d+)?$")
+    instance_class: str = Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
+    allocated_storage_gb: int = Field(ge=20, le=65536)
+    # Storage autoscaling ceiling.
+    max_allocated_storage_gb: int = Field(ge=20, le=65536)
+    backup_retention_days: int = Field(ge=1, le=35)
+    multi_az: bool
+    deletion_protection: bool
+    final_snapshot: bool
+    performance_insights: bool
+    # Enhanced monitoring interval; 0 turns it off.
+    monitoring_interval_seconds: Literal[0, 1, 5, 10, 15, 30, 60]
+    disaster_recovery: DisasterRecoverySettings
+    database_name: str = Field(default="analytics", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    master_username: str = Field(default="analytics_admin", pattern=r"^[a-z][a-z0-9_]{0,15}$")
+    port: int = Field(default=5432, ge=1150, le=65535)
+    # Statements slower than this are logged (log_min_duration_statement).
+    slow_statement_ms: int = Field(default=500, ge=0, le=3_600_000)
+    backup_window: str = Field(default="02:00-03:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    maintenance_window: str = Field(
+        default="sun:03:30-sun:04:30",
+        pattern=r"^(mon|tue|wed|thu|fri|sat|sun):\d{2}:\d{2}-(mon|tue|wed|thu|fri|sat|sun):\d{2}:\d{2}$",
+    )
+
+    @property
+    def major_version(self) -> str:
+        return self.engine_version.split(".")[0]
+
+    @model_validator(mode="after")
+    def _autoscaling_above_allocated(self) -> DatabaseSettings:
+        if self.max_allocated_storage_gb < self.allocated_storage_gb:
+            raise ValueError(
+                f"maxAllocatedStorageGb ({self.max_allocated_storage_gb}) must be at least "
+                f"allocatedStorageGb ({self.allocated_storage_gb})"
+            )
+        return self
+
+
+class CustomDomainSettings(ConfigModel):
+    domain_name: str = Field(pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+    # A regional ACM certificate for domainName, in the stack's region.
+    certificate_arn: str = Field(
+        pattern=r"^arn:aws(-[a-z]+)*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$"
+    )
+
+
+class ApiSettings(ConfigModel):
+    """The HTTP API in front of the analytics API, and its private path into the cluster."""
+
+    throttling_burst_limit: int = Field(ge=1, le=5000)
+    throttling_rate_limit: float = Field(gt=0, le=10000)
+    # The Kubernetes service the API fronts, and the NodePort its active Service listens on.
+    service: str = Field(default="analytics-api", pattern=r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+    node_port: int = Field(default=30080, ge=30000, le=32767)
+    custom_domain: CustomDomainSettings | None = None
+
+
+# registry/repository[:tag][@sha256:digest]
+_IMAGE_REFERENCE = (
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+
+
+class ImageSettings(ConfigModel):
+    """The analytics API image: built and pushed to the stack's ECR repository, or given."""
+
+    build: bool = False
+    # The tag a build is pushed under, e.g. the git commit. ECR tags are immutable here, so
+    # each build needs a new one.
+    tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    context: str = "app"
+    dockerfile: str = "Dockerfile"
+    platform: Literal["linux/amd64", "linux/arm64"] = "linux/amd64"
+    # Used when build is off: a digest (`…@sha256:…`) pins exactly what runs; a tag is allowed
+    # (ECR tags are immutable here) but `latest` and untagged references are not.
+    reference: str | None = Field(default=None, pattern=_IMAGE_REFERENCE)
+    keep_tagged_images: int = Field(default=30, ge=1, le=1000)
+    untagged_expiry_days: int = Field(default=7, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _reference_when_not_building(self) -> ImageSettings:
+        if not self.build and self.reference is None:
+            raise ValueError("set build: true, or a reference to an existing image")
+        if self.build and (self.tag is None or self.tag == "latest"):
+            raise ValueError("build: true needs a tag that names the build, e.g. the git commit")
+        ref = self.reference or ""
+        if ref and "@sha256:" not in ref:
+            tag = ref.rsplit("/", 1)[-1].partition(":")[2]
+            if not tag or tag == "latest":
+                raise ValueError(
+                    "reference needs a digest (@sha256:...) or a version tag, not latest or none"
+                )
+        return self
+
+
+class StackSettings(ConfigModel):
+    """Every non-secret key under the project namespace."""
 
     environment: Environment
     tags: TagSettings
     aws: AwsSettings
+    network: NetworkSettings
+    image: ImageSettings
     kubernetes: KubernetesSettings = KubernetesSettings()
     alerts: AlertsSettings = AlertsSettings()
+    # From the tier table unless set:
+    protect_stateful_resources: bool
+    kms_deletion_window_days: int = Field(ge=7, le=30)
+    log_retention_days: LogRetentionDays
+    database: DatabaseSettings
+    api: ApiSettings
 
 
 # Keys whose values are secrets: read with get_secret, never validated, logged or printed.
@@ -288,57 +430,58 @@ def _from_validation_error(exc: ValidationError) -> list[Problem]:
 
 
 def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> list[Problem]:
-    env, policy = settings.environment, tier.policy
-    problems = []
-    if policy.require_protect and not settings.protect_stateful_resources:
-        problems.append(
-            Problem(
-                "protectStatefulResources",
-                "false",
-                f"production safety: a {env} stack must protect stateful resources; allowed: true",
-            )
-        )
-    if settings.kms_deletion_window_days < policy.min_kms_deletion_window_days:
-        problems.append(
-            Problem(
-                "kmsDeletionWindowDays",
-                str(settings.kms_deletion_window_days),
-                f"a {env} stack needs at least {policy.min_kms_deletion_window_days} days; "
-                f"allowed: {policy.min_kms_deletion_window_days} to 30",
-            )
-        )
-    if (
-        policy.require_alert_subscriber
-        and not settings.alerts.emails
-        and ("alertsWebhookUrl" not in secrets)
-    ):
-        problems.append(
-            Problem(
-                "alerts.emails",
-                "[]",
-                f"a {env} stack must page somebody: set at least one email, "
-                "or the secret alertsWebhookUrl",
-            )
-        )
-    if policy.require_allowed_account_ids and not settings.aws.allowed_account_ids:
-        problems.append(
-            Problem(
-                "aws.allowedAccountIds",
-                "[]",
-                f"production safety: a {env} stack must pin its AWS account; "
-                "allowed: one or more 12-digit account ids",
-            )
-        )
-    if settings.kubernetes.context is None and "kubeconfig" not in secrets:
-        problems.append(
-            Problem(
-                "kubernetes.context",
-                None,
-                "the Kubernetes provider needs a kubeconfig context, or the secret "
-                "kubeconfig; the ambient kubeconfig is never used",
-            )
-        )
-    return problems
+    """The tier's floors, and rules that span several keys."""
+    env, policy, db = settings.environment, tier.policy, settings.database
+    safety = f"production safety: a {env} stack"
+    # (broken, key path, its value, why and what is allowed)
+    checks: list[tuple[bool, str, Any, str]] = [
+        (policy.require_protect and not settings.protect_stateful_resources,
+         "protectStatefulResources", False,
+         f"{safety} must protect stateful resources; allowed: true"),
+        (settings.kms_deletion_window_days < policy.min_kms_deletion_window_days,
+         "kmsDeletionWindowDays", settings.kms_deletion_window_days,
+         f"a {env} stack needs at least {policy.min_kms_deletion_window_days} days; "
+         f"allowed: {policy.min_kms_deletion_window_days} to 30"),
+        (settings.log_retention_days < policy.min_log_retention_days,
+         "logRetentionDays", settings.log_retention_days,
+         f"a {env} stack keeps logs at least {policy.min_log_retention_days} days"),
+        (policy.require_alert_subscriber and not settings.alerts.emails
+         and "alertsWebhookUrl" not in secrets,
+         "alerts.emails", [],
+         f"a {env} stack must page somebody: set at least one email, "
+         "or the secret alertsWebhookUrl"),
+        (policy.require_allowed_account_ids and not settings.aws.allowed_account_ids,
+         "aws.allowedAccountIds", [],
+         f"{safety} must pin its AWS account; allowed: one or more 12-digit account ids"),
+        (settings.kubernetes.context is None and "kubeconfig" not in secrets,
+         "kubernetes.context", None,
+         "the Kubernetes provider needs a kubeconfig context, or the secret kubeconfig; "
+         "the ambient kubeconfig is never used"),
+        (db.backup_retention_days < policy.min_backup_retention_days,
+         "database.backupRetentionDays", db.backup_retention_days,
+         f"a {env} stack keeps backups at least {policy.min_backup_retention_days} days; "
+         f"allowed: {policy.min_backup_retention_days} to 35"),
+        (policy.require_multi_az and not db.multi_az,
+         "database.multiAz", False, f"{safety} must run Multi-AZ; allowed: true"),
+        (policy.require_deletion_protection and not db.deletion_protection,
+         "database.deletionProtection", False,
+         f"{safety} must keep deletion protection on; allowed: true"),
+        (policy.require_final_snapshot and not db.final_snapshot,
+         "database.finalSnapshot", False, f"a {env} stack must snapshot on delete; allowed: true"),
+        (policy.require_performance_insights and not db.performance_insights,
+         "database.performanceInsights", False,
+         f"a {env} stack must keep Performance Insights on; allowed: true"),
+        (policy.require_enhanced_monitoring and db.monitoring_interval_seconds == 0,
+         "database.monitoringIntervalSeconds", 0,
+         f"a {env} stack must keep enhanced monitoring on; allowed: 1, 5, 10, 15, 30 or 60"),
+        (re.fullmatch(policy.database_instance_classes, db.instance_class) is None,
+         "database.instanceClass", db.instance_class,
+         f"cost guard: allowed for {env}: {policy.database_instance_classes}"),
+        (db.disaster_recovery.enabled and db.disaster_recovery.region == settings.aws.region,
+         "database.disasterRecovery.region", db.disaster_recovery.region,
+         f"must differ from aws.region ({settings.aws.region})"),
+    ]  # fmt: skip
+    return [Problem(path, _show(value), why) for broken, path, value, why in checks if broken]
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

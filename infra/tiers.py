@@ -1,40 +1,76 @@
 """The environment tiers: one table of defaults and policy floors per tier.
 
 A stack picks its tier with the `environment` key. Its config then only states where it differs
-from the tier's defaults; the policy floors are limits that no stack of the tier may go below.
+from the tier's defaults (`TierDefaults`, in the shape of the stack config); the policy floors
+(`TierPolicy`) are limits that no stack of the tier may go below, whatever its config says.
+The allowed ranges of each key live with the key, in `infra/settings.py`.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from infra.model import ConfigModel
 
 Environment = Literal["dev", "staging", "prod"]
 
 
+class DisasterRecoveryTierDefaults(ConfigModel):
+    enabled: bool
+
+
+class DatabaseTierDefaults(ConfigModel):
+    instance_class: str
+    allocated_storage_gb: int
+    max_allocated_storage_gb: int
+    backup_retention_days: int
+    multi_az: bool
+    deletion_protection: bool
+    final_snapshot: bool
+    performance_insights: bool
+    monitoring_interval_seconds: int
+    disaster_recovery: DisasterRecoveryTierDefaults
+
+
+class ApiTierDefaults(ConfigModel):
+    throttling_burst_limit: int
+    throttling_rate_limit: float
+
+
 class TierDefaults(ConfigModel):
-    """Config values a stack gets unless it sets them, in the shape of the stack config."""
+    """Config values a stack gets unless it sets them."""
 
     protect_stateful_resources: bool
-    kms_deletion_window_days: int = Field(ge=7, le=30)
+    kms_deletion_window_days: int
+    log_retention_days: int
+    database: DatabaseTierDefaults
+    api: ApiTierDefaults
 
 
 class TierPolicy(BaseModel):
-    """Floors that a stack of this tier may not go below, whatever its config says."""
+    """Floors that a stack of this tier may not go below."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Stateful resources (keys, topics, later the database) carry `protect=True`.
+    # Stateful resources (keys, topics, log groups, the database) carry `protect=True`.
     require_protect: bool
     # A KMS key scheduled for deletion can be cancelled only inside this window.
-    min_kms_deletion_window_days: int = Field(ge=7, le=30)
+    min_kms_deletion_window_days: int
     # Somebody must receive the alarms.
     require_alert_subscriber: bool
     # The AWS provider refuses to run against any account not listed.
     require_allowed_account_ids: bool
+    min_log_retention_days: int
+    min_backup_retention_days: int
+    require_multi_az: bool
+    require_deletion_protection: bool
+    require_final_snapshot: bool
+    require_performance_insights: bool
+    require_enhanced_monitoring: bool
+    # Cost guard: instance classes a stack of this tier may run the database on (regex).
+    database_instance_classes: str
 
 
 class Tier(BaseModel):
@@ -46,30 +82,105 @@ class Tier(BaseModel):
 
 TIERS: dict[Environment, Tier] = {
     "dev": Tier(
-        defaults=TierDefaults(protect_stateful_resources=False, kms_deletion_window_days=7),
+        defaults=TierDefaults(
+            protect_stateful_resources=False,
+            kms_deletion_window_days=7,
+            log_retention_days=7,
+            database=DatabaseTierDefaults(
+                instance_class="db.t4g.micro",
+                allocated_storage_gb=20,
+                max_allocated_storage_gb=50,
+                backup_retention_days=1,
+                multi_az=False,
+                deletion_protection=False,
+                final_snapshot=False,
+                performance_insights=False,
+                monitoring_interval_seconds=0,
+                disaster_recovery=DisasterRecoveryTierDefaults(enabled=False),
+            ),
+            api=ApiTierDefaults(throttling_burst_limit=50, throttling_rate_limit=20),
+        ),
         policy=TierPolicy(
             require_protect=False,
             min_kms_deletion_window_days=7,
             require_alert_subscriber=False,
             require_allowed_account_ids=False,
+            min_log_retention_days=1,
+            min_backup_retention_days=1,
+            require_multi_az=False,
+            require_deletion_protection=False,
+            require_final_snapshot=False,
+            require_performance_insights=False,
+            require_enhanced_monitoring=False,
+            database_instance_classes=r"db\.t4g\.(micro|small|medium)",
         ),
     ),
     "staging": Tier(
-        defaults=TierDefaults(protect_stateful_resources=False, kms_deletion_window_days=14),
+        defaults=TierDefaults(
+            protect_stateful_resources=False,
+            kms_deletion_window_days=14,
+            log_retention_days=30,
+            database=DatabaseTierDefaults(
+                instance_class="db.t4g.medium",
+                allocated_storage_gb=50,
+                max_allocated_storage_gb=200,
+                backup_retention_days=7,
+                multi_az=False,
+                deletion_protection=False,
+                final_snapshot=True,
+                performance_insights=True,
+                monitoring_interval_seconds=60,
+                disaster_recovery=DisasterRecoveryTierDefaults(enabled=False),
+            ),
+            api=ApiTierDefaults(throttling_burst_limit=200, throttling_rate_limit=100),
+        ),
         policy=TierPolicy(
             require_protect=False,
             min_kms_deletion_window_days=7,
             require_alert_subscriber=True,
             require_allowed_account_ids=False,
+            min_log_retention_days=30,
+            min_backup_retention_days=7,
+            require_multi_az=False,
+            require_deletion_protection=False,
+            require_final_snapshot=True,
+            require_performance_insights=True,
+            require_enhanced_monitoring=True,
+            database_instance_classes=r"db\.(t4g|m7g|m6g)\.(medium|large|xlarge)",
         ),
     ),
     "prod": Tier(
-        defaults=TierDefaults(protect_stateful_resources=True, kms_deletion_window_days=30),
+        defaults=TierDefaults(
+            protect_stateful_resources=True,
+            kms_deletion_window_days=30,
+            log_retention_days=365,
+            database=DatabaseTierDefaults(
+                instance_class="db.m7g.large",
+                allocated_storage_gb=100,
+                max_allocated_storage_gb=1000,
+                backup_retention_days=30,
+                multi_az=True,
+                deletion_protection=True,
+                final_snapshot=True,
+                performance_insights=True,
+                monitoring_interval_seconds=30,
+                disaster_recovery=DisasterRecoveryTierDefaults(enabled=True),
+            ),
+            api=ApiTierDefaults(throttling_burst_limit=1000, throttling_rate_limit=500),
+        ),
         policy=TierPolicy(
             require_protect=True,
             min_kms_deletion_window_days=30,
             require_alert_subscriber=True,
             require_allowed_account_ids=True,
+            min_log_retention_days=365,
+            min_backup_retention_days=30,
+            require_multi_az=True,
+            require_deletion_protection=True,
+            require_final_snapshot=True,
+            require_performance_insights=True,
+            require_enhanced_monitoring=True,
+            database_instance_classes=r"db\.(m7g|m6g|r7g|r6g)\.(large|\d*xlarge)",
         ),
     ),
 }

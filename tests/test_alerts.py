@@ -39,20 +39,20 @@ def test_alerts_key_rotates_and_lets_cloudwatch_use_it(run_stack: RunStack, stac
 
 @pytest.mark.parametrize(("stack", "days"), [("dev", 7), ("staging", 14), ("prod", 30)])
 def test_key_deletion_window_follows_the_tier(run_stack: RunStack, stack: str, days: int) -> None:
-    assert run_stack(stack).one(KEY).inputs["deletionWindowInDays"] == days
+    assert run_stack(stack).one(KEY, "alerts-key").inputs["deletionWindowInDays"] == days
 
 
 def test_key_has_an_alias_named_after_the_stack(run_stack: RunStack) -> None:
     run = run_stack("staging")
-    alias = run.one("aws:kms/alias:Alias")
+    alias = run.one("aws:kms/alias:Alias", "alerts-key")
     assert alias.inputs["name"] == "alias/analytics-platform-staging-alerts-key"
-    assert alias.inputs["targetKeyId"] == run.one(KEY).outputs["keyId"]
+    assert alias.inputs["targetKeyId"] == run.one(KEY, "alerts-key").outputs["keyId"]
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_topic_is_encrypted_with_the_alerts_key(run_stack: RunStack, stack: str) -> None:
     run = run_stack(stack)
-    topic, key = run.one(TOPIC), run.one(KEY)
+    topic, key = run.one(TOPIC), run.one(KEY, "alerts-key")
     assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"]
     assert topic.inputs["kmsMasterKeyId"].startswith(
         f"arn:aws:kms:eu-west-1:{FAKE_ACCOUNT_ID}:key/"
@@ -142,7 +142,7 @@ def test_key_and_topic_are_protected_where_the_tier_says(
     run_stack: RunStack, stack: str, protected: bool
 ) -> None:
     run = run_stack(stack)
-    assert run.one(KEY).protect is protected
+    assert run.one(KEY, "alerts-key").protect is protected
     assert run.one(TOPIC).protect is protected
 
 

@@ -40,7 +40,7 @@ def test_preview_prints_the_plan(stack: str, capsys: pytest.CaptureFixture[str])
     assert preview.main(["--stack", stack]) == 0
     out = capsys.readouterr().out
     assert f"Offline preview of analytics-platform/{stack}:" in out
-    assert "└─ analytics-platform:alerts:Alerts  alerts" in out
+    assert "─ analytics-platform:alerts:Alerts  alerts" in out
     assert "aws:sns/topic:Topic  alerts-topic" in out
     assert "Resources by type:" in out
     assert "  aws:sns/topic:Topic" in out

@@ -1,0 +1,267 @@
+"""ApiGateway: the HTTP API in front of the analytics API, and its private path into the cluster.
+
+Traffic path: HTTP API ($default stage) -> VPC link -> internal ALB listener (owned here) ->
+instance target group on the active Service's NodePort -> kube-proxy -> pods of the active color.
+
+The target group holds the cluster's nodes, not pods: the AWS Load Balancer Controller's
+TargetGroupBinding (created with the Kubernetes Service) keeps the node list current. A blue/green
+switch only changes the active Service's selector; the load balancer's targets never change.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.component import PlatformComponent, StackContext
+from infra.settings import ApiSettings, NetworkSettings
+
+LISTENER_PORT = 80
+READINESS_PATH = "/health/ready"
+
+# One JSON object per request; field names follow the $context variables of HTTP APIs.
+ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "requestTime": "$context.requestTime",
+    "sourceIp": "$context.identity.sourceIp",
+    "userAgent": "$context.identity.userAgent",
+    "httpMethod": "$context.httpMethod",
+    "routeKey": "$context.routeKey",
+    "path": "$context.path",
+    "protocol": "$context.protocol",
+    "status": "$context.status",
+    "responseLength": "$context.responseLength",
+    "responseLatency": "$context.responseLatency",
+    "integrationStatus": "$context.integrationStatus",
+    "integrationLatency": "$context.integrationLatency",
+    "integrationError": "$context.integration.error",
+}
+
+
+class ApiGateway(PlatformComponent):
+    endpoint: pulumi.Output[str]
+    api_id: pulumi.Output[str]
+    stage_name: pulumi.Output[str]
+    target_group_arns: dict[str, pulumi.Output[str]]
+    load_balancer_arn_suffix: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        settings: ApiSettings,
+        network: NetworkSettings,
+        subnet_ids: pulumi.Output[list[str]],
+        logs_key_arn: pulumi.Output[str],
+        ctx: StackContext,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("api:ApiGateway", name, ctx, opts)
+        link_sg, lb_sg = self._security_groups(settings, network)
+
+        load_balancer = aws.lb.LoadBalancer(
+            name,
+            name=self.physical_name("lb", max_length=32),
+            internal=True,
+            load_balancer_type="application",
+            subnets=subnet_ids,
+            security_groups=[lb_sg.id],
+            drop_invalid_header_fields=True,
+            enable_deletion_protection=ctx.protect,
+            tags=self.tags(),
+            opts=self.child_opts(),
+        )
+        target_group = aws.lb.TargetGroup(
+            f"{name}-{settings.service}",
+            name=self.physical_name(settings.service, max_length=32),
+            target_type="instance",
+            protocol="HTTP",
+            port=settings.node_port,
+            vpc_id=network.vpc_id,
+            # Matches the pods' preStop drain: a node is taken out of rotation before its pods go.
+            deregistration_delay=30,
+            health_check=aws.lb.TargetGroupHealthCheckArgs(
+                enabled=True,
+                protocol="HTTP",
+                path=READINESS_PATH,
+                port="traffic-port",
+                matcher="200",
+                interval=10,
+                timeout=5,
+                healthy_threshold=2,
+                unhealthy_threshold=2,
+            ),
+            tags=self.tags(Service=settings.service),
+            opts=self.child_opts(),
+        )
+        listener = aws.lb.Listener(
+            name,
+            load_balancer_arn=load_balancer.arn,
+            port=LISTENER_PORT,
+            protocol="HTTP",
+            default_actions=[
+                aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=target_group.arn)
+            ],
+            tags=self.tags(),
+            opts=self.child_opts(),
+        )
+
+        access_logs = aws.cloudwatch.LogGroup(
+            f"{name}-access-logs",
+            name=f"/aws/apigateway/{self.physical_name()}/access",
+            retention_in_days=ctx.log_retention_days,
+            kms_key_id=logs_key_arn,
+            tags=self.tags(),
+            opts=self.stateful_opts(),
+        )
+        api = aws.apigatewayv2.Api(
+            name,
+            name=self.physical_name(),
+            protocol_type="HTTP",
+            description=f"Analytics API of {ctx.project}/{ctx.stack}",
+            # With a custom domain, the execute-api URL would be a second, unguarded way in.
+            disable_execute_api_endpoint=settings.custom_domain is not None,
+            tags=self.tags(),
+            opts=self.child_opts(),
+        )
+        vpc_link = aws.apigatewayv2.VpcLink(
+            name,
+            name=self.physical_name(),
+            subnet_ids=subnet_ids,
+            security_group_ids=[link_sg.id],
+            tags=self.tags(),
+            opts=self.child_opts(),
+        )
+        routes = {
+            # Everything under / goes to the service as it is.
+            "ANY /{proxy+}": ("proxy", "ANY", None),
+            # The public health check is the service's readiness check.
+            "GET /health": ("health", "GET", {"overwrite:path": READINESS_PATH}),
+        }
+        for route_key, (suffix, method, parameters) in routes.items():
+            integration = aws.apigatewayv2.Integration(
+                f"{name}-{suffix}",
+                api_id=api.id,
+                integration_type="HTTP_PROXY",
+                integration_method=method,
+                integration_uri=listener.arn,
+                connection_type="VPC_LINK",
+                connection_id=vpc_link.id,
+                payload_format_version="1.0",
+                request_parameters=parameters,
+                timeout_milliseconds=29_000,
+                opts=self.child_opts(),
+            )
+            aws.apigatewayv2.Route(
+                f"{name}-{suffix}",
+                api_id=api.id,
+                route_key=route_key,
+                target=pulumi.Output.concat("integrations/", integration.id),
+                opts=self.child_opts(),
+            )
+        stage = aws.apigatewayv2.Stage(
+            name,
+            api_id=api.id,
+            name="$default",
+            auto_deploy=True,
+            access_log_settings=aws.apigatewayv2.StageAccessLogSettingsArgs(
+                destination_arn=access_logs.arn,
+                format=json.dumps(ACCESS_LOG_FORMAT, sort_keys=True),
+            ),
+            default_route_settings=aws.apigatewayv2.StageDefaultRouteSettingsArgs(
+                throttling_burst_limit=settings.throttling_burst_limit,
+                throttling_rate_limit=settings.throttling_rate_limit,
+                detailed_metrics_enabled=True,
+            ),
+            tags=self.tags(),
+            opts=self.child_opts(),
+        )
+
+        endpoint: pulumi.Output[str] = api.api_endpoint
+        if settings.custom_domain is not None:
+            domain = aws.apigatewayv2.DomainName(
+                name,
+                domain_name=settings.custom_domain.domain_name,
+                domain_name_configuration=aws.apigatewayv2.DomainNameDomainNameConfigurationArgs(
+                    certificate_arn=settings.custom_domain.certificate_arn,
+                    endpoint_type="REGIONAL",
+                    security_policy="TLS_1_2",
+                ),
+                tags=self.tags(),
+                opts=self.child_opts(),
+            )
+            aws.apigatewayv2.ApiMapping(
+                name,
+                api_id=api.id,
+                domain_name=domain.domain_name,
+                stage=stage.name,
+                opts=self.child_opts(),
+            )
+            endpoint = pulumi.Output.concat("https://", domain.domain_name)
+
+        self.endpoint = endpoint
+        self.api_id = api.id
+        self.stage_name = stage.name
+        self.target_group_arns = {settings.service: target_group.arn}
+        self.load_balancer_arn_suffix = load_balancer.arn_suffix
+        self.finish(
+            {
+                "endpoint": self.endpoint,
+                "apiId": self.api_id,
+                "stageName": self.stage_name,
+                "targetGroupArns": self.target_group_arns,
+            }
+        )
+
+    def _security_groups(
+        self, settings: ApiSettings, network: NetworkSettings
+    ) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
+        """VPC link -> load balancer on the listener port -> cluster nodes on the NodePort only."""
+        groups = {
+            role: aws.ec2.SecurityGroup(
+                f"{self.resource_name}-{role}",
+                name=self.physical_name(role),
+                description=description,
+                vpc_id=network.vpc_id,
+                tags=self.tags(Name=self.physical_name(role)),
+                opts=self.child_opts(),
+            )
+            for role, description in (
+                ("vpc-link", "API gateway VPC link: to the internal load balancer only"),
+                ("lb", "Internal load balancer: from the VPC link, to the cluster NodePort"),
+            )
+        }
+        link, lb = groups["vpc-link"], groups["lb"]
+        # (rule, group it belongs to, the other side, port)
+        egress = [
+            ("vpc-link-to-lb", link.id, lb.id, LISTENER_PORT),
+            ("lb-to-nodes", lb.id, network.cluster_node_security_group_id, settings.node_port),
+        ]
+        ingress = [
+            ("lb-from-vpc-link", lb.id, link.id, LISTENER_PORT),
+            ("nodes-from-lb", network.cluster_node_security_group_id, lb.id, settings.node_port),
+        ]
+        for rule, group, peer, port in egress:
+            aws.vpc.SecurityGroupEgressRule(
+                f"{self.resource_name}-{rule}",
+                security_group_id=group,
+                referenced_security_group_id=peer,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                tags=self.tags(),
+                opts=self.child_opts(),
+            )
+        for rule, group, peer, port in ingress:
+            aws.vpc.SecurityGroupIngressRule(
+                f"{self.resource_name}-{rule}",
+                security_group_id=group,
+                referenced_security_group_id=peer,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                tags=self.tags(),
+                opts=self.child_opts(),
+            )
+        return link, lb
