@@ -77,6 +77,7 @@ class ResourceRecord:
     # What the fake provider answered: inputs plus ids, ARNs, endpoints. Not in the JSON plan,
     # which shows what the program asks for.
     outputs: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -422,6 +423,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
                 aliases=[MessageToDict(alias) for alias in request.aliases],
                 outputs=self.resources[response.urn].state if request.custom else {},
+                id=self.resources[response.urn].id if request.custom else "",
             )
         )
         return response

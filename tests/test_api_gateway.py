@@ -1,0 +1,182 @@
+"""API gateway: HTTP API -> VPC link -> internal load balancer -> NodePort of the active color."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra.mock_engine import ProgramRun
+from tests.conftest import STACKS, RunStack, stack_yaml
+
+API = "aws:apigatewayv2/api:Api"
+STAGE = "aws:apigatewayv2/stage:Stage"
+ROUTE = "aws:apigatewayv2/route:Route"
+INTEGRATION = "aws:apigatewayv2/integration:Integration"
+SG = "aws:ec2/securityGroup:SecurityGroup"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+
+
+def _network(stack: str) -> dict[str, object]:
+    return stack_yaml(stack)["config"]["analytics-platform:network"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_http_api_with_an_auto_deploying_default_stage(run_stack: RunStack, stack: str) -> None:
+    run = run_stack(stack)
+    api = run.one(API)
+    assert api.inputs["protocolType"] == "HTTP"
+    stage = run.one(STAGE)
+    assert stage.inputs["apiId"] == api.id
+    assert stage.inputs["name"] == "$default"
+    assert stage.inputs["autoDeploy"] is True
+
+
+@pytest.mark.parametrize(("stack", "days"), [("dev", 7), ("staging", 30), ("prod", 365)])
+def test_access_logs_are_json_in_their_own_encrypted_group(
+    run_stack: RunStack, stack: str, days: int
+) -> None:
+    run = run_stack(stack)
+    group = run.one("aws:cloudwatch/logGroup:LogGroup", "api-access-logs")
+    assert group.inputs["retentionInDays"] == days
+    assert group.inputs["kmsKeyId"] == run.one("aws:kms/key:Key", "platform-key").outputs["arn"]
+    assert group.protect is (stack == "prod")
+    settings = run.one(STAGE).inputs["accessLogSettings"]
+    assert settings["destinationArn"] == group.outputs["arn"]
+    log_format = json.loads(settings["format"])
+    assert log_format["requestId"] == "$context.requestId"
+    assert log_format["status"] == "$context.status"
+
+
+@pytest.mark.parametrize(
+    ("stack", "burst", "rate"), [("dev", 50, 20), ("staging", 200, 100), ("prod", 1000, 500)]
+)
+def test_throttling_per_tier_and_detailed_metrics(
+    run_stack: RunStack, stack: str, burst: int, rate: int
+) -> None:
+    route_settings = run_stack(stack).one(STAGE).inputs["defaultRouteSettings"]
+    assert route_settings["throttlingBurstLimit"] == burst
+    assert route_settings["throttlingRateLimit"] == rate
+    assert route_settings["detailedMetricsEnabled"] is True
+
+
+def _routes(run: ProgramRun) -> dict[str, dict[str, object]]:
+    integrations = {r.id: r.inputs for r in run.of_type(INTEGRATION)}
+    routes = {}
+    for route in run.of_type(ROUTE):
+        target = route.inputs["target"]
+        assert target.startswith("integrations/")
+        routes[route.inputs["routeKey"]] = integrations[target.removeprefix("integrations/")]
+    return routes
+
+
+def test_routes_reach_the_internal_listener_through_the_vpc_link(run_stack: RunStack) -> None:
+    run = run_stack("prod")
+    routes = _routes(run)
+    assert set(routes) == {"ANY /{proxy+}", "GET /health"}
+    listener = run.one("aws:lb/listener:Listener")
+    link = run.one("aws:apigatewayv2/vpcLink:VpcLink")
+    for integration in routes.values():
+        assert integration["integrationType"] == "HTTP_PROXY"
+        assert integration["connectionType"] == "VPC_LINK"
+        assert integration["connectionId"] == link.id
+        assert integration["integrationUri"] == listener.outputs["arn"]
+    assert routes["GET /health"]["requestParameters"] == {"overwrite:path": "/health/ready"}
+    assert "requestParameters" not in routes["ANY /{proxy+}"]
+
+
+def test_vpc_link_sits_in_the_private_subnets_with_its_own_group(run_stack: RunStack) -> None:
+    run = run_stack("staging")
+    link = run.one("aws:apigatewayv2/vpcLink:VpcLink").inputs
+    assert link["subnetIds"] == _network("staging")["privateSubnetIds"]
+    assert link["securityGroupIds"] == [run.one(SG, "api-vpc-link").id]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_internal_load_balancer_forwards_to_instance_targets_on_the_node_port(
+    run_stack: RunStack, stack: str
+) -> None:
+    run = run_stack(stack)
+    lb = run.one("aws:lb/loadBalancer:LoadBalancer")
+    assert lb.inputs["internal"] is True
+    assert lb.inputs["loadBalancerType"] == "application"
+    assert lb.inputs["dropInvalidHeaderFields"] is True
+    assert lb.inputs["subnets"] == _network(stack)["privateSubnetIds"]
+    assert lb.inputs["enableDeletionProtection"] is (stack == "prod")
+    assert len(lb.inputs["name"]) <= 32
+    target_group = run.one("aws:lb/targetGroup:TargetGroup")
+    assert target_group.inputs["targetType"] == "instance"
+    assert target_group.inputs["port"] == 30080
+    assert target_group.inputs["vpcId"] == _network(stack)["vpcId"]
+    health = target_group.inputs["healthCheck"]
+    assert health["path"] == "/health/ready"
+    assert health["port"] == "traffic-port"
+    listener = run.one("aws:lb/listener:Listener").inputs
+    assert listener["loadBalancerArn"] == lb.outputs["arn"]
+    [action] = listener["defaultActions"]
+    assert action == {"type": "forward", "targetGroupArn": target_group.outputs["arn"]}
+    assert run.outputs["targetGroupArns"] == {"analytics-api": target_group.outputs["arn"]}
+
+
+def test_security_groups_chain_vpc_link_to_load_balancer_to_node_port_only(
+    run_stack: RunStack,
+) -> None:
+    run = run_stack("dev")
+    link = run.one(SG, "api-vpc-link").id
+    lb = run.one(SG, "api-lb").id
+    nodes = _network("dev")["clusterNodeSecurityGroupId"]
+
+    def rules(type_: str) -> set[tuple[str, str, int, int]]:
+        return {
+            (
+                r.inputs["securityGroupId"],
+                r.inputs["referencedSecurityGroupId"],
+                r.inputs["fromPort"],
+                r.inputs["toPort"],
+            )
+            for r in run.of_type(type_)
+            if r.parent and "ApiGateway" in r.parent
+        }
+
+    assert rules(EGRESS) == {(link, lb, 80, 80), (lb, nodes, 30080, 30080)}
+    assert rules(INGRESS) == {(lb, link, 80, 80), (nodes, lb, 30080, 30080)}
+
+
+def test_a_custom_domain_gets_tls_1_2_and_replaces_the_default_endpoint(
+    run_stack: RunStack,
+) -> None:
+    domain = {
+        "domainName": "analytics.example.com",
+        "certificateArn": (
+            "arn:aws:acm:eu-west-1:123456789012:certificate/0b1c2d3e-1111-2222-3333-444455556666"
+        ),
+    }
+    run = run_stack("dev", overrides={"api": {"customDomain": domain}})
+    configuration = run.one("aws:apigatewayv2/domainName:DomainName").inputs[
+        "domainNameConfiguration"
+    ]
+    assert configuration == {
+        "certificateArn": domain["certificateArn"],
+        "endpointType": "REGIONAL",
+        "securityPolicy": "TLS_1_2",
+    }
+    mapping = run.one("aws:apigatewayv2/apiMapping:ApiMapping").inputs
+    assert mapping["apiId"] == run.one(API).id
+    assert mapping["stage"] == "$default"
+    assert run.one(API).inputs["disableExecuteApiEndpoint"] is True
+    assert run.outputs["apiEndpoint"] == "https://analytics.example.com"
+
+
+def test_without_a_custom_domain_the_default_endpoint_is_the_output(run_stack: RunStack) -> None:
+    run = run_stack("dev")
+    assert run.of_type("aws:apigatewayv2/domainName:DomainName") == []
+    assert run.one(API).inputs["disableExecuteApiEndpoint"] is False
+    assert run.outputs["apiEndpoint"] == run.one(API).outputs["apiEndpoint"]
+    assert run.outputs["apiId"] == run.one(API).id
+    assert run.outputs["apiStageName"] == "$default"
+
+
+def test_node_port_is_configurable_within_the_kubernetes_range(run_stack: RunStack) -> None:
+    run = run_stack("dev", overrides={"api": {"nodePort": 31000}})
+    assert run.one("aws:lb/targetGroup:TargetGroup").inputs["port"] == 31000

@@ -1,0 +1,303 @@
+"""Database: RDS PostgreSQL, secure and highly available by default, differing only by tier."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from infra.mock_engine import FakeCloud, ProgramRun, ResourceRecord
+from infra.settings import InvalidConfig
+from tests.conftest import STACKS, RunStack, stack_yaml
+
+DB = "aws:rds/instance:Instance"
+KEY = "aws:kms/key:Key"
+SG = "aws:ec2/securityGroup:SecurityGroup"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+REPLICATION = "aws:rds/instanceAutomatedBackupsReplication:InstanceAutomatedBackupsReplication"
+
+
+def _db(run: ProgramRun) -> dict[str, Any]:
+    return run.one(DB, "database").inputs
+
+
+def _node_sg(stack: str) -> str:
+    return stack_yaml(stack)["config"]["analytics-platform:network"]["clusterNodeSecurityGroupId"]
+
+
+def test_prod_database_is_multi_az_deletion_protected_and_protected(run_stack: RunStack) -> None:
+    record = run_stack("prod").one(DB, "database")
+    assert record.inputs["multiAz"] is True
+    assert record.inputs["deletionProtection"] is True
+    assert record.protect is True
+    assert record.inputs["skipFinalSnapshot"] is False
+    assert record.inputs["finalSnapshotIdentifier"] == "analytics-platform-prod-database-final"
+
+
+def test_dev_database_skips_the_final_snapshot_and_is_not_protected(run_stack: RunStack) -> None:
+    record = run_stack("dev").one(DB, "database")
+    assert record.inputs["skipFinalSnapshot"] is True
+    assert "finalSnapshotIdentifier" not in record.inputs
+    assert record.inputs["multiAz"] is False
+    assert record.inputs["deletionProtection"] is False
+    assert record.protect is False
+
+
+@pytest.mark.parametrize(
+    ("stack", "retention", "insights", "interval", "final_snapshot", "multi_az"),
+    [
+        ("dev", 1, False, 0, False, False),
+        ("staging", 7, True, 60, True, False),
+        ("prod", 30, True, 30, True, True),
+    ],
+)
+def test_each_tier_gets_its_row_of_the_table(
+    run_stack: RunStack,
+    stack: str,
+    retention: int,
+    insights: bool,
+    interval: int,
+    final_snapshot: bool,
+    multi_az: bool,
+) -> None:
+    run = run_stack(stack)
+    db = _db(run)
+    assert db["backupRetentionPeriod"] == retention
+    assert db["performanceInsightsEnabled"] is insights
+    assert db["monitoringInterval"] == interval
+    assert db["skipFinalSnapshot"] is not final_snapshot
+    assert db["multiAz"] is multi_az
+    roles = run.of_type("aws:iam/role:Role")
+    if interval:
+        [role] = roles
+        assert db["monitoringRoleArn"] == role.outputs["arn"]
+        trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
+        assert trust["Principal"] == {"Service": "monitoring.rds.amazonaws.com"}
+        attachment = run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        assert attachment.inputs["policyArn"].endswith(
+            ":iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+        )
+        assert db["performanceInsightsKmsKeyId"] == db["kmsKeyId"]
+    else:
+        assert roles == []
+        assert "monitoringRoleArn" not in db
+
+
+def test_backup_retention_is_configurable_within_policy(run_stack: RunStack) -> None:
+    run = run_stack("prod", overrides={"database": {"backupRetentionDays": 35}})
+    assert _db(run)["backupRetentionPeriod"] == 35
+    with pytest.raises(InvalidConfig, match=r"database\.backupRetentionDays = 7: .*at least 30"):
+        run_stack("prod", overrides={"database": {"backupRetentionDays": 7}})
+    with pytest.raises(InvalidConfig, match=r"database\.backupRetentionDays = 36"):
+        run_stack("dev", overrides={"database": {"backupRetentionDays": 36}})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("multiAz", False), ("deletionProtection", False), ("finalSnapshot", False),
+     ("performanceInsights", False), ("monitoringIntervalSeconds", 0),
+     ("instanceClass", "db.t4g.micro")],
+)  # fmt: skip
+def test_prod_safeties_cannot_be_switched_off(run_stack: RunStack, key: str, value: Any) -> None:
+    with pytest.raises(InvalidConfig, match=rf"stack prod: analytics-platform:database\.{key} = "):
+        run_stack("prod", overrides={"database": {key: value}})
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_storage_is_encrypted_with_the_databases_own_rotating_key(
+    run_stack: RunStack, stack: str
+) -> None:
+    run = run_stack(stack)
+    db = _db(run)
+    key = run.one(KEY, "database-key")
+    assert key.inputs["enableKeyRotation"] is True
+    assert db["storageEncrypted"] is True
+    assert db["kmsKeyId"] == key.outputs["arn"]
+    assert db["storageType"] == "gp3"
+    assert db["maxAllocatedStorage"] > db["allocatedStorage"] >= 20
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_master_password_is_managed_by_rds_and_never_in_config_or_state(
+    run_stack: RunStack, stack: str
+) -> None:
+    run = run_stack(stack)
+    db = _db(run)
+    assert db["manageMasterUserPassword"] is True
+    assert db["masterUserSecretKmsKeyId"] == run.one(KEY, "database-key").outputs["arn"]
+    assert "password" not in db
+    assert "passwordWo" not in db
+    assert run.outputs["databaseMasterSecretArn"].startswith(
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-"
+    )
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_database_is_private_iam_authenticated_and_maintained(
+    run_stack: RunStack, stack: str
+) -> None:
+    db = _db(run_stack(stack))
+    assert db["publiclyAccessible"] is False
+    assert db["iamDatabaseAuthenticationEnabled"] is True
+    assert db["enabledCloudwatchLogsExports"] == ["postgresql", "upgrade"]
+    assert db["autoMinorVersionUpgrade"] is True
+    assert db["copyTagsToSnapshot"] is True
+    assert db["deleteAutomatedBackups"] is False
+    assert db["engine"] == "postgres"
+
+
+def _parameter_group(run: ProgramRun) -> ResourceRecord:
+    return run.one("aws:rds/parameterGroup:ParameterGroup")
+
+
+def test_parameter_group_forces_tls_and_logs_slow_statements(run_stack: RunStack) -> None:
+    run = run_stack("staging")
+    group = _parameter_group(run)
+    params = {p["name"]: p["value"] for p in group.inputs["parameters"]}
+    assert params == {"rds.force_ssl": "1", "log_min_duration_statement": "500"}
+    assert group.inputs["family"] == "postgres18"
+    assert _db(run)["engineVersion"] == "18"
+    assert _db(run)["parameterGroupName"] == group.inputs["name"]
+
+
+def test_parameter_group_family_follows_the_engine_major(run_stack: RunStack) -> None:
+    run = run_stack("dev", overrides={"database": {"engineVersion": "17.6"}})
+    group = _parameter_group(run)
+    assert group.inputs["family"] == "postgres17"
+    assert group.inputs["name"] == "analytics-platform-dev-database-pg17"
+    assert _db(run)["engineVersion"] == "17.6"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_only_the_cluster_nodes_reach_the_database_port(run_stack: RunStack, stack: str) -> None:
+    run = run_stack(stack)
+    db_sg = run.one(SG, "database")
+    assert _db(run)["vpcSecurityGroupIds"] == [db_sg.id]
+    assert "ingress" not in db_sg.inputs
+    rules = [r for r in run.of_type(INGRESS) if r.inputs["securityGroupId"] == db_sg.id]
+    assert len(rules) == 1
+    rule = rules[0].inputs
+    assert (rule["fromPort"], rule["toPort"], rule["ipProtocol"]) == (5432, 5432, "tcp")
+    assert rule["referencedSecurityGroupId"] == _node_sg(stack)
+    assert "cidrIpv4" not in rule
+    assert "cidrIpv6" not in rule
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_rule_in_any_stack_opens_anything_to_the_world(run_stack: RunStack, stack: str) -> None:
+    run = run_stack(stack)
+    for record in run.of_type(INGRESS) + run.of_type(EGRESS):
+        assert record.inputs.get("cidrIpv4") not in ("0.0.0.0/0",), record.urn
+        assert record.inputs.get("cidrIpv6") not in ("::/0",), record.urn
+        assert record.inputs.get("referencedSecurityGroupId"), record.urn
+    for group in run.of_type(SG):
+        assert "ingress" not in group.inputs
+        assert "egress" not in group.inputs
+
+
+@pytest.mark.parametrize(("stack", "days"), [("dev", 7), ("staging", 30), ("prod", 365)])
+def test_rds_log_groups_exist_first_with_retention_and_encryption(
+    run_stack: RunStack, stack: str, days: int
+) -> None:
+    run = run_stack(stack)
+    db = run.one(DB, "database")
+    platform_key = run.one(KEY, "platform-key").outputs["arn"]
+    for export in ("postgresql", "upgrade"):
+        group = run.one("aws:cloudwatch/logGroup:LogGroup", f"database-{export}")
+        assert group.inputs["name"] == f"/aws/rds/instance/{db.inputs['identifier']}/{export}"
+        assert group.inputs["retentionInDays"] == days
+        assert group.inputs["kmsKeyId"] == platform_key
+        assert group.urn in db.dependencies
+
+
+def test_platform_key_lets_cloudwatch_logs_of_this_region_and_account_use_it(
+    run_stack: RunStack,
+) -> None:
+    key = run_stack("prod").one(KEY, "platform-key")
+    statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
+    logs = statements["AllowCloudWatchLogsOfThisAccount"]
+    assert logs["Principal"] == {"Service": "logs.eu-west-1.amazonaws.com"}
+    assert logs["Condition"] == {
+        "ArnLike": {
+            "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:eu-west-1:123456789012:log-group:*"
+        }
+    }
+
+
+def _provider_name(record: ResourceRecord) -> str:
+    assert record.provider is not None
+    return record.provider.rpartition("::")[0].rpartition("::")[2]
+
+
+def test_prod_replicates_backups_to_the_dr_region_under_a_dr_key(run_stack: RunStack) -> None:
+    run = run_stack("prod")
+    replication = run.one(REPLICATION)
+    dr_key = run.one(KEY, "database-dr-key")
+    assert replication.inputs["sourceDbInstanceArn"] == run.one(DB, "database").outputs["arn"]
+    assert replication.inputs["kmsKeyId"] == dr_key.outputs["arn"]
+    assert replication.inputs["retentionPeriod"] == 7
+    assert _provider_name(replication) == "aws-dr"
+    assert _provider_name(dr_key) == "aws-dr"
+    assert dr_key.outputs["arn"].startswith("arn:aws:kms:eu-central-1:")
+    assert run.one("pulumi:providers:aws", "aws-dr").inputs["region"] == "eu-central-1"
+
+
+def test_dr_is_off_by_default_outside_prod_and_can_be_turned_on(run_stack: RunStack) -> None:
+    assert run_stack("staging").of_type(REPLICATION) == []
+    run = run_stack(
+        "staging",
+        overrides={"database": {"disasterRecovery": {"enabled": True, "region": "us-east-1"}}},
+    )
+    assert run.one(REPLICATION).id.startswith("arn:aws:rds:us-east-1:")
+    with pytest.raises(InvalidConfig, match=r"disasterRecovery\.region = \"eu-west-1\""):
+        run_stack(
+            "staging",
+            overrides={"database": {"disasterRecovery": {"enabled": True, "region": "eu-west-1"}}},
+        )
+
+
+def test_database_outputs(run_stack: RunStack) -> None:
+    run = run_stack("dev")
+    db = run.one(DB, "database").outputs
+    assert run.outputs["databaseEndpoint"] == db["address"]
+    assert run.outputs["databasePort"] == 5432
+    assert run.outputs["databaseName"] == "analytics"
+    assert run.outputs["databaseSecurityGroupId"] == run.one(SG, "database").id
+
+
+def test_subnets_must_be_in_distinct_azs(run_stack: RunStack) -> None:
+    subnets = stack_yaml("dev")["config"]["analytics-platform:network"]["privateSubnetIds"]
+    same_zone = FakeCloud(subnet_zones={subnets[0]: "a", subnets[1]: "a"})
+    with pytest.raises(InvalidConfig, match=r"network\.privateSubnetIds = .*eu-west-1a"):
+        run_stack("dev", cloud=same_zone)
+
+
+def test_subnets_are_looked_up_in_the_configured_vpc(run_stack: RunStack) -> None:
+    run = run_stack("dev")
+    lookups = [i for i in run.invokes if i.token.startswith("aws:ec2/getSubnet:")]
+    vpc = stack_yaml("dev")["config"]["analytics-platform:network"]["vpcId"]
+    assert {i.args["vpcId"] for i in lookups} == {vpc}
+    assert len(lookups) == 2
+    assert run.one("aws:rds/subnetGroup:SubnetGroup").inputs["subnetIds"] == [
+        i.args["id"] for i in lookups
+    ]
+
+
+@pytest.mark.parametrize(
+    ("network", "path"),
+    [
+        ({"vpcId": "vpc-1"}, "network.vpcId"),
+        ({"privateSubnetIds": ["subnet-0123456789abcdef0"]}, "network.privateSubnetIds"),
+        ({"privateSubnetIds": ["sn-1", "sn-2"]}, "network.privateSubnetIds[0]"),
+        ({"clusterNodeSecurityGroupId": "0123"}, "network.clusterNodeSecurityGroupId"),
+    ],
+)
+def test_network_ids_are_checked_for_shape(
+    run_stack: RunStack, network: dict[str, Any], path: str
+) -> None:
+    base = stack_yaml("dev")["config"]["analytics-platform:network"]
+    with pytest.raises(InvalidConfig, match=re.escape(f"analytics-platform:{path} = ")):
+        run_stack("dev", overrides={"network": {**base, **network}})
