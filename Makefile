@@ -28,7 +28,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/basedpyright
 
 pytest: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

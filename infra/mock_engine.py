@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import runpy
 import sys
@@ -33,6 +34,7 @@ from pulumi.runtime.stack import run_in_stack
 MASKED = "[secret]"
 STACK_TYPE = "pulumi:pulumi:Stack"
 FAKE_ACCOUNT_ID = "123456789012"
+FAKE_DB_PASSWORD = "offline-fake-db-password"  # noqa: S105 - a fake, for leak tests
 
 
 def is_secret(value: Any) -> bool:
@@ -324,6 +326,7 @@ class FakeCloud(pulumi_mocks.Mocks):
             },
             "aws:ec2/getSubnet:getSubnet": self._subnet,
             "aws:ecr/getAuthorizationToken:getAuthorizationToken": self._ecr_token,
+            "aws:secretsmanager/getSecretVersion:getSecretVersion": self._secret_version,
         }
 
     def _region(self, provider_ref: str | None) -> str:
@@ -366,6 +369,21 @@ class FakeCloud(pulumi_mocks.Mocks):
             "password": "offline-ecr-password",
             "proxyEndpoint": f"https://{registry}.dkr.ecr.{self._region(call.provider)}.amazonaws.com",
             "expiresAt": "2099-01-01T00:00:00Z",
+        }
+
+    def _secret_version(self, call: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
+        # Shaped like an RDS-managed master secret; the password is a fake of the offline engine.
+        secret_id = str(call.args.get("secretId"))
+        return {
+            "id": f"{secret_id}|AWSCURRENT",
+            "arn": secret_id,
+            "secretId": secret_id,
+            "versionId": _stable_uuid(secret_id),
+            "versionStage": "AWSCURRENT",
+            "versionStages": ["AWSCURRENT"],
+            "secretString": json.dumps(
+                {"username": "analytics_admin", "password": FAKE_DB_PASSWORD}
+            ),
         }
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:

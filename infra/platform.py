@@ -9,6 +9,7 @@ import pulumi
 from infra.alerts import Alerts
 from infra.api_gateway import ApiGateway
 from infra.aws_account import AwsAccount
+from infra.blue_green import BlueGreenService, DatabaseConnection, LoadBalancerBinding
 from infra.component import PlatformComponent, StackContext
 from infra.container_image import ContainerImage
 from infra.database import Database
@@ -95,6 +96,31 @@ class AnalyticsPlatform(PlatformComponent):
             "image", config.image, key_arn=platform_key.arn, ctx=ctx, opts=self.child_opts()
         )
 
+        connection = DatabaseConnection(
+            host=self.database.endpoint,
+            port=self.database.port,
+            name=self.database.database_name,
+            master_secret_arn=self.database.master_secret_arn,
+        )
+        self.services = [
+            BlueGreenService(
+                service.name,
+                service,
+                default_image=self.image.reference,
+                database=connection,
+                ctx=ctx,
+                binding=(
+                    LoadBalancerBinding(
+                        self.api.target_group_arns[service.name], config.api.node_port
+                    )
+                    if service.name == config.api.service
+                    else None
+                ),
+                opts=self.child_opts(),
+            )
+            for service in config.services
+        ]
+
         self.exports: dict[str, pulumi.Input[Any]] = {
             "environment": config.environment,
             "region": config.aws.region,
@@ -110,5 +136,14 @@ class AnalyticsPlatform(PlatformComponent):
             "targetGroupArns": self.api.target_group_arns,
             "imageRepositoryUrl": self.image.repository_url,
             "imageReference": self.image.reference,
+            "services": {
+                s.settings.name: {
+                    "namespace": s.namespace,
+                    "activeColor": s.settings.active_color,
+                    "activeService": s.active_service_name,
+                    "previewService": s.preview_service_name,
+                }
+                for s in self.services
+            },
         }
         self.finish(self.exports)

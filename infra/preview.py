@@ -26,7 +26,7 @@ from infra.stackfiles import StackFileError, load_stack_config
 EXIT_OK, EXIT_PROGRAM_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # Inputs that are noise in a plan: tags repeat on every resource; policies are long JSON.
-_HIDDEN_INPUTS = {"tags", "tagsAll", "policy", "deliveryPolicy", "__defaults"}
+_HIDDEN_INPUTS = {"tags", "tagsAll", "policy", "deliveryPolicy", "__defaults", "apiVersion", "kind"}
 _MAX_SHOWN_INPUTS = 6
 _MAX_VALUE_CHARS = 60
 

@@ -212,6 +212,84 @@ class ImageSettings(ConfigModel):
         return self
 
 
+Quantity = Annotated[str, Field(pattern=r"^\d+(\.\d+)?(m|Ki|Mi|Gi)?$")]
+# Kubernetes label values: what a version may look like.
+LabelValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")]
+
+
+class ColorSettings(ConfigModel):
+    """What one color runs. Without an image, the stack's image (image.*) is used."""
+
+    version: LabelValue
+    image: str | None = Field(default=None, pattern=_IMAGE_REFERENCE)
+
+
+class ResourceSettings(ConfigModel):
+    cpu_request: Quantity = "250m"
+    memory_request: Quantity = "256Mi"
+    cpu_limit: Quantity = "1"
+    memory_limit: Quantity = "512Mi"
+
+
+class CanarySettings(ConfigModel):
+    """ingress-nginx canary: a weighted share of traffic to the preview color."""
+
+    enabled: bool = False
+    weight: int = Field(default=0, ge=0, le=100)
+    # Requests with this header set to "always" go to the canary, whatever the weight.
+    header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,64}$")
+    host: str | None = Field(
+        default=None, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+    )
+    ingress_class: str = "nginx"
+
+
+class ServiceTierSettings(ConfigModel):
+    """Per-service replica counts; `serviceDefaults` sets them for every service."""
+
+    replicas: int = Field(ge=1, le=100)
+    # How many pods the idle color keeps running (Argo Rollouts: previewReplicaCount).
+    preview_replica_count: int = Field(ge=0, le=100)
+    max_replicas: int = Field(ge=1, le=200)
+
+
+class ServiceSettings(ConfigModel):
+    """One blue/green service: two Deployments, an active and a preview Service."""
+
+    name: str = Field(pattern=r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+    active_color: Literal["blue", "green"] = "blue"
+    blue: ColorSettings
+    green: ColorSettings
+    replicas: int = Field(ge=1, le=100)
+    preview_replica_count: int = Field(ge=0, le=100)
+    max_replicas: int = Field(ge=1, le=200)
+    target_cpu_percent: int = Field(default=70, ge=10, le=100)
+    port: int = Field(default=8080, ge=1024, le=65535)
+    resources: ResourceSettings = ResourceSettings()
+    # Feature flags, handed to the pods as FEATURE_<NAME> settings.
+    features: dict[
+        Annotated[str, Field(pattern=r"^[a-z][a-zA-Z0-9_]{0,62}$")], bool | int | str
+    ] = Field(default_factory=dict)
+    canary: CanarySettings = CanarySettings()
+
+    @property
+    def preview_color(self) -> Literal["blue", "green"]:
+        return "green" if self.active_color == "blue" else "blue"
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> ServiceSettings:
+        if self.max_replicas < self.replicas:
+            raise ValueError(
+                f"maxReplicas ({self.max_replicas}) must be at least replicas ({self.replicas})"
+            )
+        return self
+
+
+_DEFAULT_SERVICES = [
+    {"name": "analytics-api", "blue": {"version": "0.1.0"}, "green": {"version": "0.1.0"}}
+]
+
+
 class StackSettings(ConfigModel):
     """Every non-secret key under the project namespace."""
 
@@ -228,6 +306,38 @@ class StackSettings(ConfigModel):
     log_retention_days: LogRetentionDays
     database: DatabaseSettings
     api: ApiSettings
+    service_defaults: ServiceTierSettings
+    services: tuple[ServiceSettings, ...] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _services_take_the_defaults(cls, data: Any) -> Any:
+        """Each service entry starts from `serviceDefaults` (the tier's unless set)."""
+        if not isinstance(data, dict):
+            return data
+        defaults = data.get("serviceDefaults")
+        services = data.get("services", _DEFAULT_SERVICES)
+        if isinstance(defaults, dict) and isinstance(services, list):
+            data = {
+                **data,
+                "services": [
+                    {**defaults, **entry} if isinstance(entry, dict) else entry
+                    for entry in services
+                ],
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _api_fronts_a_known_service(self) -> StackSettings:
+        names = [s.name for s in self.services]
+        if len(set(names)) != len(names):
+            raise ValueError("services: each name must be unique")
+        if self.api.service not in names:
+            raise ValueError(f"api.service ({self.api.service}) must name one of services: {names}")
+        return self
+
+    def service(self, name: str) -> ServiceSettings:
+        return next(s for s in self.services if s.name == name)
 
 
 # Keys whose values are secrets: read with get_secret, never validated, logged or printed.

@@ -39,6 +39,12 @@ class ApiTierDefaults(ConfigModel):
     throttling_rate_limit: float
 
 
+class ServiceTierDefaults(ConfigModel):
+    replicas: int
+    preview_replica_count: int
+    max_replicas: int
+
+
 class TierDefaults(ConfigModel):
     """Config values a stack gets unless it sets them."""
 
@@ -47,6 +53,7 @@ class TierDefaults(ConfigModel):
     log_retention_days: int
     database: DatabaseTierDefaults
     api: ApiTierDefaults
+    service_defaults: ServiceTierDefaults
 
 
 class TierPolicy(BaseModel):
@@ -99,6 +106,10 @@ TIERS: dict[Environment, Tier] = {
                 disaster_recovery=DisasterRecoveryTierDefaults(enabled=False),
             ),
             api=ApiTierDefaults(throttling_burst_limit=50, throttling_rate_limit=20),
+            # The idle color runs nothing in dev; prod keeps it warm for instant rollback.
+            service_defaults=ServiceTierDefaults(
+                replicas=1, preview_replica_count=0, max_replicas=2
+            ),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -133,6 +144,9 @@ TIERS: dict[Environment, Tier] = {
                 disaster_recovery=DisasterRecoveryTierDefaults(enabled=False),
             ),
             api=ApiTierDefaults(throttling_burst_limit=200, throttling_rate_limit=100),
+            service_defaults=ServiceTierDefaults(
+                replicas=2, preview_replica_count=1, max_replicas=4
+            ),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -167,6 +181,9 @@ TIERS: dict[Environment, Tier] = {
                 disaster_recovery=DisasterRecoveryTierDefaults(enabled=True),
             ),
             api=ApiTierDefaults(throttling_burst_limit=1000, throttling_rate_limit=500),
+            service_defaults=ServiceTierDefaults(
+                replicas=3, preview_replica_count=3, max_replicas=10
+            ),
         ),
         policy=TierPolicy(
             require_protect=True,

@@ -1,0 +1,456 @@
+"""BlueGreenService: one service delivered blue/green (and canary) on Kubernetes.
+
+Vocabulary from Argo Rollouts: the active Service selects `activeColor`, the preview Service the
+other color, which runs `previewReplicaCount` pods. Switching `activeColor` changes only the two
+Services' selectors, the replica counts, and what follows the color (the HPA's target, the canary
+Ingress's backend); every object keeps its name, so nothing is replaced.
+
+The active Service of the API-fronted service is a NodePort bound to the load balancer's target
+group by a TargetGroupBinding (AWS Load Balancer Controller, instance targets): the group holds
+the nodes, so a switch never re-registers targets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra.component import PlatformComponent, StackContext
+from infra.settings import ServiceSettings
+
+COLORS = ("blue", "green")
+APP_UID = 10001  # fixed non-root UID, the same as the image's (app/Dockerfile)
+PRE_STOP_SLEEP_SECONDS = 10  # load balancers and kube-proxy stop sending before the app drains
+DRAIN_SECONDS = 25  # the app's own drain after SIGTERM
+TERMINATION_GRACE_SECONDS = PRE_STOP_SLEEP_SECONDS + DRAIN_SECONDS + 10
+
+
+@dataclass(frozen=True)
+class DatabaseConnection:
+    host: pulumi.Output[str]
+    port: pulumi.Output[int]
+    name: pulumi.Output[str]
+    master_secret_arn: pulumi.Output[str]
+
+
+@dataclass(frozen=True)
+class LoadBalancerBinding:
+    target_group_arn: pulumi.Output[str]
+    node_port: int
+
+
+def _labels(settings: ServiceSettings, color: str | None = None) -> dict[str, str]:
+    labels = {"app.kubernetes.io/name": settings.name, "app": settings.name}
+    return {**labels, "color": color} if color else labels
+
+
+class BlueGreenService(PlatformComponent):
+    active_service_name: str
+    preview_service_name: str
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        default_image: pulumi.Output[str],
+        database: DatabaseConnection,
+        ctx: StackContext,
+        binding: LoadBalancerBinding | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("delivery:BlueGreenService", name, ctx, opts)
+        self.settings = settings
+        namespace = k8s.core.v1.Namespace(
+            name,
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=settings.name,
+                labels={
+                    **_labels(settings),
+                    # Pod Security Standards: reject any pod that is not hardened.
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                },
+            ),
+            opts=self.child_opts(),
+        )
+        self.namespace = settings.name
+        k8s_opts = self.child_opts(depends_on=[namespace])
+
+        k8s.core.v1.ServiceAccount(
+            name,
+            metadata=self._meta(settings.name),
+            automount_service_account_token=False,
+            opts=k8s_opts,
+        )
+        k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata=self._meta(f"{settings.name}-config"),
+            data=self._config_data(database),
+            opts=k8s_opts,
+        )
+        credentials = aws.secretsmanager.get_secret_version_output(
+            secret_id=database.master_secret_arn, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        k8s.core.v1.Secret(
+            f"{name}-database",
+            metadata=self._meta(f"{settings.name}-database"),
+            type="Opaque",
+            string_data=pulumi.Output.secret(credentials.secret_string).apply(_db_credentials),
+            opts=self.child_opts(depends_on=[namespace], additional_secret_outputs=["data"]),
+        )
+
+        for color in COLORS:
+            color_settings = getattr(settings, color)
+            replicas = (
+                settings.replicas
+                if color == settings.active_color
+                else settings.preview_replica_count
+            )
+            k8s.apps.v1.Deployment(
+                f"{name}-{color}",
+                metadata=self._meta(
+                    f"{settings.name}-{color}",
+                    {**_labels(settings, color), "version": color_settings.version},
+                ),
+                spec=self._deployment_spec(
+                    color,
+                    replicas,
+                    color_settings.image or default_image,
+                    color_settings.version,
+                ),
+                opts=k8s_opts,
+            )
+            if replicas > 0:
+                k8s.policy.v1.PodDisruptionBudget(
+                    f"{name}-{color}",
+                    metadata=self._meta(f"{settings.name}-{color}"),
+                    spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                        max_unavailable=1,
+                        selector=k8s.meta.v1.LabelSelectorArgs(
+                            match_labels=_labels(settings, color)
+                        ),
+                    ),
+                    opts=k8s_opts,
+                )
+
+        self.active_service_name = f"{settings.name}-active"
+        self.preview_service_name = f"{settings.name}-preview"
+        for role, color in (("active", settings.active_color), ("preview", settings.preview_color)):
+            node_port = binding.node_port if binding and role == "active" else None
+            k8s.core.v1.Service(
+                f"{name}-{role}",
+                metadata=self._meta(f"{settings.name}-{role}"),
+                spec=k8s.core.v1.ServiceSpecArgs(
+                    type="NodePort" if node_port else "ClusterIP",
+                    selector=_labels(settings, color),
+                    ports=[
+                        k8s.core.v1.ServicePortArgs(
+                            name="http",
+                            port=80,
+                            target_port="http",
+                            protocol="TCP",
+                            node_port=node_port,
+                        )
+                    ],
+                ),
+                opts=k8s_opts,
+            )
+
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            name,
+            metadata=self._meta(settings.name),
+            spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
+                    api_version="apps/v1",
+                    kind="Deployment",
+                    name=f"{settings.name}-{settings.active_color}",
+                ),
+                min_replicas=settings.replicas,
+                max_replicas=settings.max_replicas,
+                metrics=[
+                    k8s.autoscaling.v2.MetricSpecArgs(
+                        type="Resource",
+                        resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                            name="cpu",
+                            target=k8s.autoscaling.v2.MetricTargetArgs(
+                                type="Utilization",
+                                average_utilization=settings.target_cpu_percent,
+                            ),
+                        ),
+                    )
+                ],
+            ),
+            opts=k8s_opts,
+        )
+        self._network_policy(name, database, k8s_opts)
+
+        if binding is not None:
+            k8s.apiextensions.CustomResource(
+                f"{name}-target-group",
+                api_version="elbv2.k8s.aws/v1beta1",
+                kind="TargetGroupBinding",
+                metadata=self._meta(settings.name),
+                spec={
+                    "serviceRef": {"name": self.active_service_name, "port": 80},
+                    "targetGroupARN": binding.target_group_arn,
+                    "targetType": "instance",
+                },
+                opts=k8s_opts,
+            )
+        if settings.canary.enabled:
+            self._canary_ingresses(name, k8s_opts)
+
+        self.finish(
+            {
+                "namespace": self.namespace,
+                "activeColor": settings.active_color,
+                "activeService": self.active_service_name,
+                "previewService": self.preview_service_name,
+            }
+        )
+
+    def _meta(self, name: str, labels: dict[str, str] | None = None) -> k8s.meta.v1.ObjectMetaArgs:
+        return k8s.meta.v1.ObjectMetaArgs(
+            name=name,
+            namespace=self.settings.name,
+            labels=labels or _labels(self.settings),
+        )
+
+    def _config_data(self, database: DatabaseConnection) -> pulumi.Output[dict[str, str]]:
+        features = {
+            f"FEATURE_{key.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
+            for key, value in sorted(self.settings.features.items())
+        }
+        return pulumi.Output.all(database.host, database.port, database.name).apply(
+            lambda db: {
+                "APP_ENVIRONMENT": self.ctx.environment,
+                "DB_HOST": str(db[0]),
+                "DB_PORT": str(db[1]),
+                "DB_NAME": str(db[2]),
+                # rds.force_ssl=1 on the server; the client insists too.
+                "DB_SSLMODE": "require",
+                **features,
+            }
+        )
+
+    def _deployment_spec(
+        self, color: str, replicas: int, image: pulumi.Input[str], version: str
+    ) -> k8s.apps.v1.DeploymentSpecArgs:
+        settings = self.settings
+        labels = {**_labels(settings, color), "version": version}
+        probe = k8s.core.v1.HTTPGetActionArgs
+        resources = settings.resources
+        return k8s.apps.v1.DeploymentSpecArgs(
+            replicas=replicas,
+            # The selector is immutable: it names app and color, never the version.
+            selector=k8s.meta.v1.LabelSelectorArgs(match_labels=_labels(settings, color)),
+            strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                type="RollingUpdate",
+                rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(
+                    max_unavailable=0, max_surge=1
+                ),
+            ),
+            template=k8s.core.v1.PodTemplateSpecArgs(
+                metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                spec=k8s.core.v1.PodSpecArgs(
+                    service_account_name=settings.name,
+                    automount_service_account_token=False,
+                    termination_grace_period_seconds=TERMINATION_GRACE_SECONDS,
+                    security_context=k8s.core.v1.PodSecurityContextArgs(
+                        run_as_non_root=True,
+                        run_as_user=APP_UID,
+                        run_as_group=APP_UID,
+                        fs_group=APP_UID,
+                        seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+                    ),
+                    topology_spread_constraints=[
+                        k8s.core.v1.TopologySpreadConstraintArgs(
+                            max_skew=1,
+                            topology_key="topology.kubernetes.io/zone",
+                            when_unsatisfiable="ScheduleAnyway",
+                            label_selector=k8s.meta.v1.LabelSelectorArgs(
+                                match_labels=_labels(settings, color)
+                            ),
+                        )
+                    ],
+                    containers=[
+                        k8s.core.v1.ContainerArgs(
+                            name="app",
+                            image=image,
+                            ports=[
+                                k8s.core.v1.ContainerPortArgs(
+                                    name="http", container_port=settings.port, protocol="TCP"
+                                )
+                            ],
+                            env=[
+                                k8s.core.v1.EnvVarArgs(name="APP_COLOR", value=color),
+                                k8s.core.v1.EnvVarArgs(name="APP_VERSION", value=version),
+                                k8s.core.v1.EnvVarArgs(name="PORT", value=str(settings.port)),
+                                k8s.core.v1.EnvVarArgs(
+                                    name="DRAIN_SECONDS", value=str(DRAIN_SECONDS)
+                                ),
+                            ],
+                            env_from=[
+                                k8s.core.v1.EnvFromSourceArgs(
+                                    config_map_ref=k8s.core.v1.ConfigMapEnvSourceArgs(
+                                        name=f"{settings.name}-config"
+                                    )
+                                ),
+                                k8s.core.v1.EnvFromSourceArgs(
+                                    secret_ref=k8s.core.v1.SecretEnvSourceArgs(
+                                        name=f"{settings.name}-database"
+                                    )
+                                ),
+                            ],
+                            readiness_probe=k8s.core.v1.ProbeArgs(
+                                http_get=probe(path="/health/ready", port="http"),
+                                period_seconds=5,
+                                failure_threshold=2,
+                            ),
+                            liveness_probe=k8s.core.v1.ProbeArgs(
+                                http_get=probe(path="/health/live", port="http"),
+                                period_seconds=10,
+                                failure_threshold=3,
+                            ),
+                            startup_probe=k8s.core.v1.ProbeArgs(
+                                http_get=probe(path="/health/live", port="http"),
+                                period_seconds=2,
+                                failure_threshold=30,
+                            ),
+                            resources=k8s.core.v1.ResourceRequirementsArgs(
+                                requests={
+                                    "cpu": resources.cpu_request,
+                                    "memory": resources.memory_request,
+                                },
+                                limits={
+                                    "cpu": resources.cpu_limit,
+                                    "memory": resources.memory_limit,
+                                },
+                            ),
+                            lifecycle=k8s.core.v1.LifecycleArgs(
+                                pre_stop=k8s.core.v1.LifecycleHandlerArgs(
+                                    exec_=k8s.core.v1.ExecActionArgs(
+                                        command=["sleep", str(PRE_STOP_SLEEP_SECONDS)]
+                                    )
+                                )
+                            ),
+                            security_context=k8s.core.v1.SecurityContextArgs(
+                                run_as_non_root=True,
+                                run_as_user=APP_UID,
+                                run_as_group=APP_UID,
+                                read_only_root_filesystem=True,
+                                allow_privilege_escalation=False,
+                                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+                                seccomp_profile=k8s.core.v1.SeccompProfileArgs(
+                                    type="RuntimeDefault"
+                                ),
+                            ),
+                            volume_mounts=[
+                                k8s.core.v1.VolumeMountArgs(
+                                    # a per-pod emptyDir, not a shared host /tmp
+                                    name="tmp",
+                                    mount_path="/tmp",  # noqa: S108
+                                )
+                            ],
+                        )
+                    ],
+                    # The root filesystem is read-only; the app may write only here.
+                    volumes=[
+                        k8s.core.v1.VolumeArgs(
+                            name="tmp",
+                            empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="64Mi"),
+                        )
+                    ],
+                ),
+            ),
+        )
+
+    def _network_policy(
+        self, name: str, database: DatabaseConnection, opts: pulumi.ResourceOptions
+    ) -> None:
+        """In: the app port only. Out: DNS, PostgreSQL, HTTPS."""
+
+        def port(number: pulumi.Input[int], protocol: str = "TCP") -> Any:
+            return k8s.networking.v1.NetworkPolicyPortArgs(port=number, protocol=protocol)
+
+        k8s.networking.v1.NetworkPolicy(
+            name,
+            metadata=self._meta(self.settings.name),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=_labels(self.settings)),
+                policy_types=["Ingress", "Egress"],
+                ingress=[
+                    k8s.networking.v1.NetworkPolicyIngressRuleArgs(ports=[port(self.settings.port)])
+                ],
+                egress=[
+                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                        ports=[port(53, "UDP"), port(53, "TCP")]
+                    ),
+                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(ports=[port(database.port)]),
+                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(ports=[port(443)]),
+                ],
+            ),
+            opts=opts,
+        )
+
+    def _canary_ingresses(self, name: str, opts: pulumi.ResourceOptions) -> None:
+        """ingress-nginx: a stable Ingress to the active Service, a weighted canary to preview."""
+        canary = self.settings.canary
+        canary_annotations = {
+            "nginx.ingress.kubernetes.io/canary": "true",
+            "nginx.ingress.kubernetes.io/canary-weight": str(canary.weight),
+        }
+        if canary.header:
+            canary_annotations["nginx.ingress.kubernetes.io/canary-by-header"] = canary.header
+        for role, service, role_annotations in (
+            ("stable", self.active_service_name, {}),
+            ("canary", self.preview_service_name, canary_annotations),
+        ):
+            k8s.networking.v1.Ingress(
+                f"{name}-{role}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=f"{self.settings.name}-{role}",
+                    namespace=self.settings.name,
+                    labels=_labels(self.settings),
+                    annotations=role_annotations or None,
+                ),
+                spec=k8s.networking.v1.IngressSpecArgs(
+                    ingress_class_name=canary.ingress_class,
+                    rules=[
+                        k8s.networking.v1.IngressRuleArgs(
+                            host=canary.host,
+                            http=k8s.networking.v1.HTTPIngressRuleValueArgs(
+                                paths=[
+                                    k8s.networking.v1.HTTPIngressPathArgs(
+                                        path="/",
+                                        path_type="Prefix",
+                                        backend=k8s.networking.v1.IngressBackendArgs(
+                                            service=k8s.networking.v1.IngressServiceBackendArgs(
+                                                name=service,
+                                                port=k8s.networking.v1.ServiceBackendPortArgs(
+                                                    name="http"
+                                                ),
+                                            )
+                                        ),
+                                    )
+                                ]
+                            ),
+                        )
+                    ],
+                ),
+                opts=opts,
+            )
+
+
+def _db_credentials(secret_string: str | None) -> dict[str, str]:
+    """The RDS-managed secret is JSON with `username` and `password`."""
+    values = json.loads(secret_string or "{}")
+    return {
+        "DB_USER": str(values.get("username", "")),
+        "DB_PASSWORD": str(values.get("password", "")),
+    }

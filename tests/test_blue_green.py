@@ -1,0 +1,235 @@
+"""BlueGreenService: two hardened Deployments, active and preview Services, safe color switches."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from infra.mock_engine import FAKE_DB_PASSWORD, ProgramRun, is_secret, reveal
+from tests.conftest import STACKS, RunStack, stack_yaml
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+SERVICE = "kubernetes:core/v1:Service"
+
+
+def _deployment(run: ProgramRun, color: str) -> dict[str, Any]:
+    return run.one(DEPLOYMENT, f"analytics-api-{color}").inputs
+
+
+def _container(run: ProgramRun, color: str) -> dict[str, Any]:
+    [container] = _deployment(run, color)["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_prod_has_every_object_of_a_blue_green_service(run_stack: RunStack) -> None:
+    run = run_stack("prod")
+    service_children = [
+        r for r in run.resources if r.parent and "BlueGreenService::analytics-api" in r.parent
+    ]
+    counts = Counter(r.type for r in service_children)
+    assert counts == {
+        "kubernetes:core/v1:Namespace": 1,
+        "kubernetes:core/v1:ServiceAccount": 1,
+        "kubernetes:core/v1:ConfigMap": 1,
+        "kubernetes:core/v1:Secret": 1,
+        DEPLOYMENT: 2,
+        SERVICE: 2,
+        "kubernetes:policy/v1:PodDisruptionBudget": 2,
+        "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": 1,
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy": 1,
+        "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding": 1,
+    }
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("color", ["blue", "green"])
+def test_deployments_are_hardened(run_stack: RunStack, stack: str, color: str) -> None:
+    run = run_stack(stack)
+    spec = _deployment(run, color)["spec"]
+    pod = spec["template"]["spec"]
+    container = _container(run, color)
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] >= 10000
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert container["startupProbe"]["httpGet"]["path"] == "/health/live"
+    assert set(container["resources"]["requests"]) == {"cpu", "memory"}
+    assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    drain = int(next(e["value"] for e in container["env"] if e["name"] == "DRAIN_SECONDS"))
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
+    [spread] = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    labels = spec["template"]["metadata"]["labels"]
+    assert labels["app"] == "analytics-api"
+    assert labels["color"] == color
+    expected = stack_yaml(stack)["config"]["analytics-platform:services"][0][color]["version"]
+    assert labels["version"] == expected
+    assert "version" not in spec["selector"]["matchLabels"]
+
+
+def test_no_secret_looking_value_in_plain_env(run_stack: RunStack) -> None:
+    run = run_stack("prod")
+    for color in ("blue", "green"):
+        for env in _container(run, color)["env"]:
+            assert not any(w in env["name"] for w in ("PASSWORD", "SECRET", "TOKEN")), env
+        sources = _container(run, color)["envFrom"]
+        assert {"secretRef": {"name": "analytics-api-database"}} in sources
+
+
+def test_database_password_reaches_pods_only_through_a_secret(run_stack: RunStack) -> None:
+    run = run_stack("prod")
+    secret = run.one("kubernetes:core/v1:Secret")
+    assert is_secret(secret.inputs["stringData"])
+    assert reveal(secret.inputs["stringData"]) == {
+        "DB_USER": "analytics_admin",
+        "DB_PASSWORD": FAKE_DB_PASSWORD,
+    }
+    lookup = next(i for i in run.invokes if i.token.startswith("aws:secretsmanager/"))
+    assert lookup.args["secretId"] == run.outputs["databaseMasterSecretArn"]
+    assert FAKE_DB_PASSWORD not in json.dumps(run.to_json())
+    config = run.one("kubernetes:core/v1:ConfigMap").inputs["data"]
+    assert config["DB_HOST"] == run.outputs["databaseEndpoint"]
+    assert config["DB_PORT"] == "5432"
+    assert FAKE_DB_PASSWORD not in json.dumps(config)
+
+
+def test_features_become_config_map_settings(run_stack: RunStack) -> None:
+    services = [{"name": "analytics-api", "blue": {"version": "1.0.0"},
+                 "green": {"version": "1.1.0"},
+                 "features": {"newDashboard": True, "exportLimit": 500}}]  # fmt: skip
+    run = run_stack("dev", overrides={"services": services})
+    data = run.one("kubernetes:core/v1:ConfigMap").inputs["data"]
+    assert data["FEATURE_NEWDASHBOARD"] == "true"
+    assert data["FEATURE_EXPORTLIMIT"] == "500"
+
+
+@pytest.mark.parametrize(("stack", "active", "preview"), [("dev", 1, 0), ("staging", 2, 1),
+                                                          ("prod", 3, 3)])  # fmt: skip
+def test_idle_color_runs_the_preview_replica_count(
+    run_stack: RunStack, stack: str, active: int, preview: int
+) -> None:
+    run = run_stack(stack)
+    assert _deployment(run, "blue")["spec"]["replicas"] == active
+    assert _deployment(run, "green")["spec"]["replicas"] == preview
+    pdbs = {r.name for r in run.of_type("kubernetes:policy/v1:PodDisruptionBudget")}
+    assert pdbs == {"analytics-api-blue"} | ({"analytics-api-green"} if preview else set())
+
+
+def test_services_select_the_active_and_preview_colors(run_stack: RunStack) -> None:
+    run = run_stack("prod")
+    active = run.one(SERVICE, "analytics-api-active").inputs["spec"]
+    preview = run.one(SERVICE, "analytics-api-preview").inputs["spec"]
+    assert active["selector"]["color"] == "blue"
+    assert preview["selector"]["color"] == "green"
+    assert active["type"] == "NodePort"
+    assert active["ports"][0]["nodePort"] == 30080
+    assert preview["type"] == "ClusterIP"
+    hpa = run.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "analytics-api-blue"
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 10)
+
+
+def test_active_service_is_bound_to_the_load_balancer_target_group(run_stack: RunStack) -> None:
+    run = run_stack("prod")
+    binding = run.one("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding").inputs["spec"]
+    target_group = run.one("aws:lb/targetGroup:TargetGroup")
+    assert binding == {
+        "serviceRef": {"name": "analytics-api-active", "port": 80},
+        "targetGroupARN": target_group.outputs["arn"],
+        "targetType": "instance",
+    }
+
+
+def test_network_policy_allows_the_app_port_in_and_dns_database_https_out(
+    run_stack: RunStack,
+) -> None:
+    spec = run_stack("dev").one("kubernetes:networking.k8s.io/v1:NetworkPolicy").inputs["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+    egress = [(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]]
+    assert sorted(egress) == [(53, "TCP"), (53, "UDP"), (443, "TCP"), (5432, "TCP")]
+
+
+def _flip(stack: str) -> list[dict[str, Any]]:
+    return [
+        {**service, "activeColor": "green"}
+        for service in stack_yaml(stack)["config"]["analytics-platform:services"]
+    ]
+
+
+def _changed_paths(before: Any, after: Any, path: str = "") -> set[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        changed: set[str] = set()
+        for key in set(before) | set(after):
+            changed |= _changed_paths(before.get(key), after.get(key), f"{path}.{key}")
+        return changed
+    return set() if before == after else {path}
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_switching_colors_changes_only_selectors_replicas_and_what_follows_the_color(
+    run_stack: RunStack, stack: str
+) -> None:
+    before = {r.urn: r.to_json() for r in run_stack(stack).resources}
+    after = {r.urn: r.to_json() for r in run_stack(stack, overrides={"services": _flip(stack)})
+             .resources}  # fmt: skip
+    assert set(before) == set(after), "a color switch must not add, remove or replace anything"
+    changed = {
+        urn.rpartition("::")[2] + path
+        for urn in before
+        for path in _changed_paths(before[urn]["inputs"], after[urn]["inputs"])
+    }
+    allowed = {
+        "analytics-api-active.spec.selector.color",
+        "analytics-api-preview.spec.selector.color",
+        "analytics-api-blue.spec.replicas",
+        "analytics-api-green.spec.replicas",
+        "analytics-api.spec.scaleTargetRef.name",
+    }
+    assert changed <= allowed
+    assert {"analytics-api-active.spec.selector.color",
+            "analytics-api.spec.scaleTargetRef.name"} <= changed  # fmt: skip
+
+
+def test_canary_adds_a_weighted_ingress_to_the_preview_color(run_stack: RunStack) -> None:
+    services = _flip("dev")
+    services[0]["canary"] = {"enabled": True, "weight": 10, "header": "X-Canary",
+                             "host": "api.dev.example.com"}  # fmt: skip
+    run = run_stack("dev", overrides={"services": services})
+    ingresses = {r.name: r.inputs for r in run.of_type("kubernetes:networking.k8s.io/v1:Ingress")}
+    stable, canary = ingresses["analytics-api-stable"], ingresses["analytics-api-canary"]
+
+    def backend(ingress: dict[str, Any]) -> str:
+        path = ingress["spec"]["rules"][0]["http"]["paths"][0]
+        return str(path["backend"]["service"]["name"])
+
+    assert backend(stable) == "analytics-api-active"
+    assert backend(canary) == "analytics-api-preview"
+    assert canary["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/canary": "true",
+        "nginx.ingress.kubernetes.io/canary-weight": "10",
+        "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary",
+    }
+    assert "annotations" not in stable["metadata"]
+
+
+def test_each_color_runs_its_own_image_and_version(run_stack: RunStack) -> None:
+    run = run_stack("prod")
+    config = stack_yaml("prod")["config"]["analytics-platform:services"][0]
+    for color in ("blue", "green"):
+        expected = config[color].get("image") or run.outputs["imageReference"]
+        assert _container(run, color)["image"] == expected
+        labels = _deployment(run, color)["spec"]["template"]["metadata"]["labels"]
+        assert labels["version"] == config[color]["version"]
