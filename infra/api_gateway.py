@@ -233,28 +233,17 @@ class ApiGateway(PlatformComponent):
             )
         }
         link, lb = groups["vpc-link"], groups["lb"]
-        # (rule, group it belongs to, the other side, port)
-        egress = [
-            ("vpc-link-to-lb", link.id, lb.id, LISTENER_PORT),
-            ("lb-to-nodes", lb.id, network.cluster_node_security_group_id, settings.node_port),
-        ]
-        ingress = [
-            ("lb-from-vpc-link", lb.id, link.id, LISTENER_PORT),
-            ("nodes-from-lb", network.cluster_node_security_group_id, lb.id, settings.node_port),
-        ]
-        for rule, group, peer, port in egress:
-            aws.vpc.SecurityGroupEgressRule(
-                f"{self.resource_name}-{rule}",
-                security_group_id=group,
-                referenced_security_group_id=peer,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                tags=self.tags(),
-                opts=self.child_opts(),
-            )
-        for rule, group, peer, port in ingress:
-            aws.vpc.SecurityGroupIngressRule(
+        # (direction, rule, group it belongs to, the other side, port)
+        rules = [
+            (aws.vpc.SecurityGroupEgressRule, "vpc-link-to-lb", link.id, lb.id, LISTENER_PORT),
+            (aws.vpc.SecurityGroupIngressRule, "lb-from-vpc-link", lb.id, link.id, LISTENER_PORT),
+            (aws.vpc.SecurityGroupEgressRule, "lb-to-nodes", lb.id,
+             network.cluster_node_security_group_id, settings.node_port),
+            (aws.vpc.SecurityGroupIngressRule, "nodes-from-lb",
+             network.cluster_node_security_group_id, lb.id, settings.node_port),
+        ]  # fmt: skip
+        for rule_type, rule, group, peer, port in rules:
+            rule_type(
                 f"{self.resource_name}-{rule}",
                 security_group_id=group,
                 referenced_security_group_id=peer,
