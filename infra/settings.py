@@ -60,6 +60,8 @@ class KubernetesSettings(ConfigModel):
     # Identifies the cluster to Pulumi, so that rotating credentials in the kubeconfig updates
     # the provider instead of replacing every Kubernetes object. Defaults to the context name.
     cluster_name: str | None = Field(default=None, min_length=1, max_length=253)
+    # The cluster's Kubernetes minor version; every object is checked against its schema.
+    version: str = Field(default="1.34", pattern=r"^1\.(2[5-9]|3[0-7])$")
 
 
 class WebhookRetrySettings(ConfigModel):

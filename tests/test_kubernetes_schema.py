@@ -1,0 +1,84 @@
+"""Every Kubernetes object validates against the OpenAPI schema of the configured cluster version."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from infra.mock_engine import ProgramRun, is_secret, reveal
+from tests.conftest import STACKS, RunStack, stack_yaml
+
+# Custom resources have no schema in kubernetes-validate; these fields are what their
+# controllers require.
+CRD_REQUIRED = {
+    ("elbv2.k8s.aws/v1beta1", "TargetGroupBinding"): [
+        ("spec", "serviceRef", "name"),
+        ("spec", "serviceRef", "port"),
+        ("spec", "targetGroupARN"),
+    ],
+}
+
+
+def _revealed(value: Any) -> Any:
+    if is_secret(value):
+        return _revealed(reveal(value))
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_revealed(v) for v in value]
+    return value
+
+
+def manifests(run: ProgramRun) -> list[dict[str, Any]]:
+    """The Kubernetes objects of a run, as the provider will send them to the API server."""
+    objects = []
+    for record in run.resources:
+        if record.custom and record.type.startswith("kubernetes:"):
+            objects.append(_revealed(record.inputs))
+    return objects
+
+
+def _get(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None  # type: ignore[assignment]
+    return obj
+
+
+def check(manifest: dict[str, Any], version: str) -> None:
+    required = CRD_REQUIRED.get((manifest["apiVersion"], manifest["kind"]))
+    if required is not None:
+        missing = [".".join(p) for p in required if _get(manifest, p) in (None, "")]
+        assert not missing, f"{manifest['kind']} lacks {missing}"
+        return
+    kubernetes_validate.validate(manifest, version, strict=True)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_kubernetes_object_matches_the_cluster_schema(
+    run_stack: RunStack, stack: str
+) -> None:
+    version = stack_yaml(stack)["config"]["analytics-platform:kubernetes"]["version"]
+    services = copy.deepcopy(stack_yaml(stack)["config"]["analytics-platform:services"])
+    services[0]["canary"] = {"enabled": True, "weight": 5, "header": "X-Canary"}
+    objects = manifests(run_stack(stack, overrides={"services": services}))
+    kinds = {o["kind"] for o in objects}
+    assert {"Deployment", "Service", "Ingress", "TargetGroupBinding", "Secret"} <= kinds
+    for manifest in objects:
+        check(manifest, version)
+
+
+def test_a_misspelled_field_fails_strict_validation(run_stack: RunStack) -> None:
+    [deployment, *_] = [o for o in manifests(run_stack("dev")) if o["kind"] == "Deployment"]
+    deployment["spec"]["replica"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError):
+        check(deployment, "1.34")
+
+
+def test_a_target_group_binding_without_its_target_group_fails(run_stack: RunStack) -> None:
+    [binding] = [o for o in manifests(run_stack("dev")) if o["kind"] == "TargetGroupBinding"]
+    del binding["spec"]["targetGroupARN"]
+    with pytest.raises(AssertionError, match="targetGroupARN"):
+        check(binding, "1.34")
