@@ -21,8 +21,8 @@ preview: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check infra tests
-	$(PY) -m ruff format --check infra tests
+	$(PY) -m ruff check infra tests app
+	$(PY) -m ruff format --check infra tests app
 
 typecheck: $(STAMP)
 	$(VENV)/bin/basedpyright

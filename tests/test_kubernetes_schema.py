@@ -1,4 +1,4 @@
-"""Every Kubernetes object validates against the OpenAPI schema of the configured cluster version."""
+"""Every Kubernetes object validates against the OpenAPI schema of the cluster's version."""
 
 from __future__ import annotations
 

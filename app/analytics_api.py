@@ -1,0 +1,176 @@
+"""The reference analytics API: small on purpose, real in its health contract.
+
+    GET /health/live     200 while the process serves at all
+    GET /health/ready    200 when it should get traffic: not draining, and the database answers
+                         (when DB_HOST is set); 503 otherwise
+    GET /api/v1/status   version, color and environment
+    GET /metrics         Prometheus metrics
+
+Every response carries X-Color and X-Version, so a release can check which color answered.
+On SIGTERM it reports not-ready at once, keeps serving for DRAIN_SECONDS (load balancers and
+kube-proxy stop sending meanwhile), then closes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    color: str = "unknown"
+    version: str = "unknown"
+    environment: str = "unknown"
+    port: int = 8080
+    drain_seconds: float = 25.0
+    db_host: str | None = None
+    db_port: int = 5432
+    db_name: str = "postgres"
+    db_user: str | None = None
+    db_password: str | None = field(default=None, repr=False)
+    db_sslmode: str = "require"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Config:
+        return cls(
+            color=env.get("APP_COLOR", "unknown"),
+            version=env.get("APP_VERSION", "unknown"),
+            environment=env.get("APP_ENVIRONMENT", "unknown"),
+            port=int(env.get("PORT", "8080")),
+            drain_seconds=float(env.get("DRAIN_SECONDS", "25")),
+            db_host=env.get("DB_HOST") or None,
+            db_port=int(env.get("DB_PORT", "5432")),
+            db_name=env.get("DB_NAME", "postgres"),
+            db_user=env.get("DB_USER") or None,
+            db_password=env.get("DB_PASSWORD") or None,
+            db_sslmode=env.get("DB_SSLMODE", "require"),
+        )
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.draining = threading.Event()
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests", "HTTP requests", ["path", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds", "Request latency", ["path"], registry=self.registry
+        )
+
+    def database_ok(self) -> tuple[bool, str]:
+        if self.config.db_host is None:
+            return True, "no database configured"
+        import psycopg  # imported here: the app runs without a database too
+
+        try:
+            with psycopg.connect(
+                host=self.config.db_host,
+                port=self.config.db_port,
+                dbname=self.config.db_name,
+                user=self.config.db_user,
+                password=self.config.db_password,
+                sslmode=self.config.db_sslmode,
+                connect_timeout=2,
+            ) as connection:
+                connection.execute("SELECT 1")
+            return True, "database reachable"
+        except psycopg.Error as exc:
+            return False, f"database unreachable: {type(exc).__name__}"
+
+    def handle(self, path: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for a GET of `path`."""
+        if path == "/health/live":
+            return 200, "application/json", b'{"status": "live"}'
+        if path == "/health/ready":
+            if self.draining.is_set():
+                return _json(503, {"status": "draining"})
+            ok, detail = self.database_ok()
+            return _json(200 if ok else 503, {"status": "ready" if ok else "not ready",
+                                              "detail": detail})  # fmt: skip
+        if path == "/api/v1/status":
+            return _json(
+                200,
+                {
+                    "version": self.config.version,
+                    "color": self.config.color,
+                    "environment": self.config.environment,
+                },
+            )
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        return _json(404, {"error": "not found"})
+
+
+def _json(status: int, body: dict[str, Any]) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps(body).encode()
+
+
+def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> ThreadingHTTPServer:  # noqa: S104 - a pod listens on its own IP
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "analytics-api"
+
+        def do_GET(self) -> None:
+            started = time.perf_counter()
+            path = self.path.split("?", 1)[0]
+            status, content_type, body = app.handle(path)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Color", app.config.color)
+            self.send_header("X-Version", app.config.version)
+            self.end_headers()
+            self.wfile.write(body)
+            known = path if status != 404 else "other"
+            app.requests.labels(known, str(status)).inc()
+            app.latency.labels(known).observe(time.perf_counter() - started)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            sys.stderr.write(json.dumps({"request": format % args}) + "\n")
+
+    server = ThreadingHTTPServer((host, app.config.port if port is None else port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def main() -> int:
+    app = App(Config.from_env(os.environ))
+    server = make_server(app)
+
+    def on_sigterm(_signum: int, _frame: object) -> None:
+        app.draining.set()
+
+        def drain_then_stop() -> None:
+            time.sleep(app.config.drain_seconds)
+            server.shutdown()
+
+        threading.Thread(target=drain_then_stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    print(json.dumps({"listening": server.server_address[1], "color": app.config.color}),
+          flush=True)  # fmt: skip
+    server.serve_forever()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
