@@ -176,7 +176,7 @@ class ApiSettings(ConfigModel):
 
 
 # registry/repository[:tag][@sha256:digest]
-_IMAGE_REFERENCE = (
+IMAGE_REFERENCE = (
     r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
 )
@@ -194,7 +194,7 @@ class ImageSettings(ConfigModel):
     platform: Literal["linux/amd64", "linux/arm64"] = "linux/amd64"
     # Used when build is off: a digest (`…@sha256:…`) pins exactly what runs; a tag is allowed
     # (ECR tags are immutable here) but `latest` and untagged references are not.
-    reference: str | None = Field(default=None, pattern=_IMAGE_REFERENCE)
+    reference: str | None = Field(default=None, pattern=IMAGE_REFERENCE)
     keep_tagged_images: int = Field(default=30, ge=1, le=1000)
     untagged_expiry_days: int = Field(default=7, ge=1, le=365)
 
@@ -223,7 +223,7 @@ class ColorSettings(ConfigModel):
     """What one color runs. Without an image, the stack's image (image.*) is used."""
 
     version: LabelValue
-    image: str | None = Field(default=None, pattern=_IMAGE_REFERENCE)
+    image: str | None = Field(default=None, pattern=IMAGE_REFERENCE)
 
 
 class ResourceSettings(ConfigModel):
@@ -287,6 +287,27 @@ class ServiceSettings(ConfigModel):
         return self
 
 
+class ReleaseSettings(ConfigModel):
+    """How `python -m infra.release` gates a release. Read by the release tool only."""
+
+    # Canary weights walked in order; the last must be 100.
+    canary_steps: tuple[int, ...] = (5, 10, 25, 50, 100)
+    canary_pause_seconds: int = Field(default=60, ge=0, le=3600)
+    # A canary step fails when the API's 5xx rate or p95 latency over the pause exceeds these.
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p95_latency_ms: int = Field(default=1000, ge=1, le=60_000)
+    ready_timeout_seconds: int = Field(default=600, ge=1, le=3600)
+    # Run instead of the built-in smoke test, with PREVIEW_URL in its environment.
+    smoke_command: str | None = None
+
+    @model_validator(mode="after")
+    def _steps_end_at_100(self) -> ReleaseSettings:
+        steps = self.canary_steps
+        if not steps or steps[-1] != 100 or list(steps) != sorted(set(steps)) or steps[0] < 1:
+            raise ValueError("canarySteps must rise strictly from at least 1 and end at 100")
+        return self
+
+
 _DEFAULT_SERVICES = [
     {"name": "analytics-api", "blue": {"version": "0.1.0"}, "green": {"version": "0.1.0"}}
 ]
@@ -310,6 +331,7 @@ class StackSettings(ConfigModel):
     api: ApiSettings
     service_defaults: ServiceTierSettings
     services: tuple[ServiceSettings, ...] = Field(min_length=1)
+    release: ReleaseSettings = ReleaseSettings()
 
     @model_validator(mode="before")
     @classmethod
