@@ -45,7 +45,6 @@ class ApiGateway(PlatformComponent):
     api_id: pulumi.Output[str]
     stage_name: pulumi.Output[str]
     target_group_arns: dict[str, pulumi.Output[str]]
-    load_balancer_arn_suffix: pulumi.Output[str]
 
     def __init__(
         self,
@@ -204,7 +203,6 @@ class ApiGateway(PlatformComponent):
         self.api_id = api.id
         self.stage_name = stage.name
         self.target_group_arns = {settings.service: target_group.arn}
-        self.load_balancer_arn_suffix = load_balancer.arn_suffix
         self.finish(
             {
                 "endpoint": self.endpoint,

@@ -121,9 +121,6 @@ class ProgramRun:
             raise LookupError(f"expected one {type_} named {name!r}, found {len(found)}")
         return found[0]
 
-    def by_urn(self, urn: str) -> ResourceRecord:
-        return next(r for r in self.resources if r.urn == urn)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "project": self.project,

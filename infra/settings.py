@@ -360,9 +360,6 @@ class StackSettings(ConfigModel):
             raise ValueError(f"api.service ({self.api.service}) must name one of services: {names}")
         return self
 
-    def service(self, name: str) -> ServiceSettings:
-        return next(s for s in self.services if s.name == name)
-
 
 # Keys whose values are secrets: read with get_secret, never validated, logged or printed.
 SECRET_KEYS: tuple[str, ...] = ("alertsWebhookUrl", "kubeconfig")
