@@ -120,6 +120,11 @@ class App:
         return _json(404, {"error": "not found"})
 
 
+def log(level: str, **fields: Any) -> None:
+    """One JSON object a line on stderr; the platform counts `"level": "error"` lines."""
+    sys.stderr.write(json.dumps({"level": level, **fields}) + "\n")
+
+
 def _json(status: int, body: dict[str, Any]) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(body).encode()
 
@@ -131,7 +136,11 @@ def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> Thr
         def do_GET(self) -> None:
             started = time.perf_counter()
             path = self.path.split("?", 1)[0]
-            status, content_type, body = app.handle(path)
+            try:
+                status, content_type, body = app.handle(path)
+            except Exception as exc:  # any failure is a 500 and an error log line, never a crash
+                log("error", event="unhandled", path=path, error=type(exc).__name__)
+                status, content_type, body = _json(500, {"error": "internal error"})
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -143,8 +152,18 @@ def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> Thr
             app.requests.labels(known, str(status)).inc()
             app.latency.labels(known).observe(time.perf_counter() - started)
 
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            status = int(code) if isinstance(code, int) else 0
+            # Readiness answers 503 while draining or without a database: that is the health
+            # contract working, not an error.
+            failed = status >= 500 and not self.path.startswith("/health/")
+            log("error" if failed else "info", request=self.requestline, status=status)
+
         def log_message(self, format: str, *args: Any) -> None:
-            sys.stderr.write(json.dumps({"request": format % args}) + "\n")
+            log("info", message=format % args)
+
+        def log_error(self, format: str, *args: Any) -> None:
+            log("error", message=format % args)
 
     server = ThreadingHTTPServer((host, app.config.port if port is None else port), Handler)
     server.daemon_threads = True

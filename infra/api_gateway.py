@@ -45,6 +45,9 @@ class ApiGateway(PlatformComponent):
     api_id: pulumi.Output[str]
     stage_name: pulumi.Output[str]
     target_group_arns: dict[str, pulumi.Output[str]]
+    # The ARN suffixes CloudWatch uses as the LoadBalancer and TargetGroup dimensions.
+    load_balancer_arn_suffix: pulumi.Output[str]
+    target_group_arn_suffixes: dict[str, pulumi.Output[str]]
 
     def __init__(
         self,
@@ -106,13 +109,8 @@ class ApiGateway(PlatformComponent):
             opts=self.child_opts(),
         )
 
-        access_logs = aws.cloudwatch.LogGroup(
-            f"{name}-access-logs",
-            name=f"/aws/apigateway/{self.physical_name()}/access",
-            retention_in_days=ctx.log_retention_days,
-            kms_key_id=logs_key_arn,
-            tags=self.tags(),
-            opts=self.stateful_opts(),
+        access_logs = self.log_group(
+            f"{name}-access-logs", f"/aws/apigateway/{self.physical_name()}/access", logs_key_arn
         )
         api = aws.apigatewayv2.Api(
             name,
@@ -203,6 +201,8 @@ class ApiGateway(PlatformComponent):
         self.api_id = api.id
         self.stage_name = stage.name
         self.target_group_arns = {settings.service: target_group.arn}
+        self.load_balancer_arn_suffix = load_balancer.arn_suffix
+        self.target_group_arn_suffixes = {settings.service: target_group.arn_suffix}
         self.finish(
             {
                 "endpoint": self.endpoint,

@@ -21,13 +21,14 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.component import PlatformComponent, StackContext
-from infra.settings import ServiceSettings
+from infra.settings import PrometheusSettings, ServiceSettings
 
 COLORS = ("blue", "green")
 APP_UID = 10001  # fixed non-root UID, the same as the image's (app/Dockerfile)
 PRE_STOP_SLEEP_SECONDS = 10  # load balancers and kube-proxy stop sending before the app drains
 DRAIN_SECONDS = 25  # the app's own drain after SIGTERM
 TERMINATION_GRACE_SECONDS = PRE_STOP_SLEEP_SECONDS + DRAIN_SECONDS + 10
+METRICS_PATH = "/metrics"  # prometheus_client, on the app port (app/analytics_api.py)
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,13 @@ class BlueGreenService(PlatformComponent):
         default_image: pulumi.Output[str],
         database: DatabaseConnection,
         ctx: StackContext,
+        scrape: PrometheusSettings,
         binding: LoadBalancerBinding | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("delivery:BlueGreenService", name, ctx, opts)
         self.settings = settings
+        self.scrape = scrape
         namespace = k8s.core.v1.Namespace(
             name,
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -204,6 +207,8 @@ class BlueGreenService(PlatformComponent):
             )
         if settings.canary.enabled:
             self._canary_ingresses(name, k8s_opts)
+        if scrape.service_monitor:
+            self._service_monitor(name, k8s_opts)
 
         self.finish(
             {
@@ -256,7 +261,9 @@ class BlueGreenService(PlatformComponent):
                 ),
             ),
             template=k8s.core.v1.PodTemplateSpecArgs(
-                metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    labels=labels, annotations=self._scrape_annotations()
+                ),
                 spec=k8s.core.v1.PodSpecArgs(
                     service_account_name=settings.name,
                     automount_service_account_token=False,
@@ -368,6 +375,40 @@ class BlueGreenService(PlatformComponent):
                     ],
                 ),
             ),
+        )
+
+    def _scrape_annotations(self) -> dict[str, str] | None:
+        """The `prometheus.io/*` convention, for Prometheus without the operator."""
+        if self.scrape.service_monitor:
+            return None  # the ServiceMonitor scrapes; annotations would scrape twice
+        return {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(self.settings.port),
+            "prometheus.io/path": METRICS_PATH,
+        }
+
+    def _service_monitor(self, name: str, opts: pulumi.ResourceOptions) -> None:
+        """Prometheus operator: scrape both Services' pods; each series keeps its color."""
+        k8s.apiextensions.CustomResource(
+            f"{name}-metrics",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata=self._meta(
+                self.settings.name, {**_labels(self.settings), **self.scrape.service_monitor_labels}
+            ),
+            spec={
+                "selector": {"matchLabels": _labels(self.settings)},
+                "podTargetLabels": ["color", "version"],
+                "endpoints": [
+                    {
+                        "port": "http",
+                        "path": METRICS_PATH,
+                        "scheme": "http",
+                        "interval": f"{self.scrape.scrape_interval_seconds}s",
+                    }
+                ],
+            },
+            opts=opts,
         )
 
     def _network_policy(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 
 from infra.settings import Settings
 
@@ -88,6 +89,20 @@ class PlatformComponent(pulumi.ComponentResource):
     def tags(self, **extra: str) -> dict[str, str]:
         """The common tags, plus `Component` and anything resource-specific."""
         return {**self.ctx.tags, "Component": self.resource_name, **extra}
+
+    def log_group(
+        self, name: str, log_group_name: str, kms_key_arn: pulumi.Input[str]
+    ) -> aws.cloudwatch.LogGroup:
+        """A log group made before anything writes to it, so AWS never makes an unmanaged one
+        (which would never expire and be unencrypted): the tier's retention, our KMS key."""
+        return aws.cloudwatch.LogGroup(
+            name,
+            name=log_group_name,
+            retention_in_days=self.ctx.log_retention_days,
+            kms_key_id=kms_key_arn,
+            tags=self.tags(),
+            opts=self.stateful_opts(),
+        )
 
     def physical_name(self, suffix: str = "", max_length: int = 63) -> str:
         name = f"{self.resource_name}-{suffix}" if suffix else self.resource_name

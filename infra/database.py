@@ -105,13 +105,8 @@ class Database(PlatformComponent):
         # RDS writes its log exports into these groups; creating them first gives them our
         # retention and encryption instead of AWS's never-expire defaults.
         log_groups = [
-            aws.cloudwatch.LogGroup(
-                f"{name}-{export}",
-                name=f"/aws/rds/instance/{self.identifier}/{export}",
-                retention_in_days=ctx.log_retention_days,
-                kms_key_id=logs_key_arn,
-                tags=self.tags(),
-                opts=self.stateful_opts(),
+            self.log_group(
+                f"{name}-{export}", f"/aws/rds/instance/{self.identifier}/{export}", logs_key_arn
             )
             for export in LOG_EXPORTS
         ]

@@ -260,6 +260,19 @@ _FAKES: dict[str, Callable[[_New], tuple[str, dict[str, Any]]]] = {
         n.physical,
         {"arn": n.arn("logs", f"log-group:{n.physical}")},
     ),
+    "aws:cloudwatch/metricAlarm:MetricAlarm": lambda n: (
+        n.physical,
+        {"arn": n.arn("cloudwatch", f"alarm:{n.physical}")},
+    ),
+    "aws:cloudwatch/compositeAlarm:CompositeAlarm": lambda n: (
+        n.input("alarmName"),
+        {"arn": n.arn("cloudwatch", f"alarm:{n.input('alarmName')}")},
+    ),
+    "aws:cloudwatch/dashboard:Dashboard": lambda n: (
+        n.input("dashboardName"),
+        {"dashboardArn": n.arn("cloudwatch", f"dashboard/{n.input('dashboardName')}", False)},
+    ),
+    "aws:cloudwatch/logMetricFilter:LogMetricFilter": lambda n: (n.physical, {}),
     "aws:lb/loadBalancer:LoadBalancer": _load_balancer,
     "aws:lb/targetGroup:TargetGroup": _target_group,
     "aws:lb/listener:Listener": lambda n: (

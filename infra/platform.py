@@ -14,8 +14,10 @@ from infra.component import PlatformComponent, StackContext
 from infra.container_image import ContainerImage
 from infra.database import Database
 from infra.kms import ServiceGrant, create_key
+from infra.monitoring import Monitoring, WatchedApi, WatchedDatabase
 from infra.network import private_subnet_ids
 from infra.providers import Providers
+from infra.rds_classes import INSTANCE_CLASSES
 from infra.settings import Settings
 
 
@@ -96,6 +98,30 @@ class AnalyticsPlatform(PlatformComponent):
             "image", config.image, key_arn=platform_key.arn, ctx=ctx, opts=self.child_opts()
         )
 
+        self.monitoring = Monitoring(
+            "monitoring",
+            config.monitoring,
+            region=config.aws.region,
+            topic_arn=self.alerts.topic_arn,
+            logs_key_arn=platform_key.arn,
+            database=WatchedDatabase(
+                identifier=self.database.identifier,
+                instance_class=INSTANCE_CLASSES[config.database.instance_class],
+                allocated_storage_gb=config.database.allocated_storage_gb,
+                performance_insights=config.database.performance_insights,
+            ),
+            api=WatchedApi(
+                api_id=self.api.api_id,
+                stage=self.api.stage_name,
+                service=config.api.service,
+                load_balancer_arn_suffix=self.api.load_balancer_arn_suffix,
+                target_group_arn_suffixes=self.api.target_group_arn_suffixes,
+            ),
+            services=[service.name for service in config.services],
+            ctx=ctx,
+            opts=self.child_opts(),
+        )
+
         connection = DatabaseConnection(
             host=self.database.endpoint,
             port=self.database.port,
@@ -109,6 +135,7 @@ class AnalyticsPlatform(PlatformComponent):
                 default_image=self.image.reference,
                 database=connection,
                 ctx=ctx,
+                scrape=config.monitoring.prometheus,
                 binding=(
                     LoadBalancerBinding(
                         self.api.target_group_arns[service.name], config.api.node_port
@@ -136,6 +163,8 @@ class AnalyticsPlatform(PlatformComponent):
             "targetGroupArns": self.api.target_group_arns,
             "imageRepositoryUrl": self.image.repository_url,
             "imageReference": self.image.reference,
+            "dashboardName": self.monitoring.dashboard_name,
+            "applicationLogGroups": self.monitoring.application_log_groups,
             "services": {
                 s.settings.name: {
                     "namespace": s.namespace,

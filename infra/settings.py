@@ -19,6 +19,7 @@ from pulumi.runtime import config as runtime_config
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from infra.model import ConfigModel
+from infra.rds_classes import INSTANCE_CLASSES
 from infra.tiers import TIERS, Environment, Tier
 
 AccountId = Annotated[str, Field(pattern=r"^\d{12}$")]
@@ -308,6 +309,69 @@ class ReleaseSettings(ConfigModel):
         return self
 
 
+class DatabaseAlarmSettings(ConfigModel):
+    """RDS alarm thresholds. Shares scale with the instance class (infra/rds_classes.py)."""
+
+    # CPUUtilization (Average) above this percentage.
+    cpu_percent: float = Field(gt=0, le=100)
+    # FreeStorageSpace (Minimum) below this share of the allocated storage.
+    free_storage_percent: float = Field(gt=0, lt=100)
+    # FreeableMemory (Average) below this share of the instance class's memory.
+    freeable_memory_percent: float = Field(gt=0, lt=100)
+    # DatabaseConnections (Maximum) above this share of the default max_connections.
+    connections_percent: float = Field(gt=0, le=100)
+    # ReadLatency / WriteLatency at p90, in milliseconds.
+    read_latency_p90_ms: float = Field(gt=0, le=10_000)
+    write_latency_p90_ms: float = Field(gt=0, le=10_000)
+    # DBLoad (Average active sessions) above this many per vCPU.
+    load_per_vcpu: float = Field(gt=0, le=10)
+
+
+class ApiAlarmSettings(ConfigModel):
+    """HTTP API alarm thresholds: error rates are the share of requests (Average of 5xx / 4xx)."""
+
+    server_error_rate: float = Field(gt=0, le=1)
+    client_error_rate: float = Field(gt=0, le=1)
+    latency_p90_ms: float = Field(gt=0, le=30_000)
+
+
+class LoadBalancerAlarmSettings(ConfigModel):
+    # UnHealthyHostCount (Maximum) above this, per target group.
+    max_unhealthy_hosts: int = Field(ge=0, le=100)
+
+
+class ServiceAlarmSettings(ConfigModel):
+    # Log events with "level": "error" per minute, per service, above which it alarms.
+    max_error_logs_per_minute: int = Field(ge=0, le=100_000)
+
+
+class PrometheusSettings(ConfigModel):
+    """How Prometheus finds the pods' /metrics."""
+
+    # false: `prometheus.io/*` pod annotations; true: a ServiceMonitor, for clusters that run
+    # the Prometheus operator (its CRD must be installed).
+    service_monitor: bool = False
+    # Labels the operator's serviceMonitorSelector matches, e.g. {release: kube-prometheus-stack}.
+    service_monitor_labels: dict[
+        Annotated[
+            str,
+            Field(pattern=r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"),
+        ],
+        Annotated[str, Field(pattern=r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")],
+    ] = Field(default_factory=dict)
+    scrape_interval_seconds: int = Field(default=30, ge=5, le=300)
+
+
+class MonitoringSettings(ConfigModel):
+    """Alarm thresholds (from the tier table unless set) and Prometheus scraping."""
+
+    database: DatabaseAlarmSettings
+    api: ApiAlarmSettings
+    load_balancer: LoadBalancerAlarmSettings
+    service: ServiceAlarmSettings
+    prometheus: PrometheusSettings = PrometheusSettings()
+
+
 _DEFAULT_SERVICES = [
     {"name": "analytics-api", "blue": {"version": "0.1.0"}, "green": {"version": "0.1.0"}}
 ]
@@ -331,6 +395,7 @@ class StackSettings(ConfigModel):
     api: ApiSettings
     service_defaults: ServiceTierSettings
     services: tuple[ServiceSettings, ...] = Field(min_length=1)
+    monitoring: MonitoringSettings
     release: ReleaseSettings = ReleaseSettings()
 
     @model_validator(mode="before")
@@ -608,6 +673,10 @@ def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> 
         (re.fullmatch(policy.database_instance_classes, db.instance_class) is None,
          "database.instanceClass", db.instance_class,
          f"cost guard: allowed for {env}: {policy.database_instance_classes}"),
+        (db.instance_class not in INSTANCE_CLASSES,
+         "database.instanceClass", db.instance_class,
+         "its vCPUs and memory are unknown to infra/rds_classes.py, which the alarm "
+         "thresholds need; allowed: " + ", ".join(sorted(INSTANCE_CLASSES))),
         (db.disaster_recovery.enabled and db.disaster_recovery.region == settings.aws.region,
          "database.disasterRecovery.region", db.disaster_recovery.region,
          f"must differ from aws.region ({settings.aws.region})"),

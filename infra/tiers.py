@@ -45,6 +45,39 @@ class ServiceTierDefaults(ConfigModel):
     max_replicas: int
 
 
+class DatabaseAlarmTierDefaults(ConfigModel):
+    cpu_percent: float
+    free_storage_percent: float
+    freeable_memory_percent: float
+    connections_percent: float
+    read_latency_p90_ms: float
+    write_latency_p90_ms: float
+    load_per_vcpu: float
+
+
+class ApiAlarmTierDefaults(ConfigModel):
+    server_error_rate: float
+    client_error_rate: float
+    latency_p90_ms: float
+
+
+class LoadBalancerAlarmTierDefaults(ConfigModel):
+    max_unhealthy_hosts: int
+
+
+class ServiceAlarmTierDefaults(ConfigModel):
+    max_error_logs_per_minute: int
+
+
+class MonitoringTierDefaults(ConfigModel):
+    """Alarm thresholds; the metrics, statistics and periods live in infra/monitoring.py."""
+
+    database: DatabaseAlarmTierDefaults
+    api: ApiAlarmTierDefaults
+    load_balancer: LoadBalancerAlarmTierDefaults
+    service: ServiceAlarmTierDefaults
+
+
 class TierDefaults(ConfigModel):
     """Config values a stack gets unless it sets them."""
 
@@ -54,6 +87,7 @@ class TierDefaults(ConfigModel):
     database: DatabaseTierDefaults
     api: ApiTierDefaults
     service_defaults: ServiceTierDefaults
+    monitoring: MonitoringTierDefaults
 
 
 class TierPolicy(BaseModel):
@@ -110,6 +144,22 @@ TIERS: dict[Environment, Tier] = {
             service_defaults=ServiceTierDefaults(
                 replicas=1, preview_replica_count=0, max_replicas=2
             ),
+            monitoring=MonitoringTierDefaults(
+                database=DatabaseAlarmTierDefaults(
+                    cpu_percent=90,
+                    free_storage_percent=10,
+                    freeable_memory_percent=10,
+                    connections_percent=90,
+                    read_latency_p90_ms=50,
+                    write_latency_p90_ms=50,
+                    load_per_vcpu=1.0,
+                ),
+                api=ApiAlarmTierDefaults(
+                    server_error_rate=0.05, client_error_rate=0.1, latency_p90_ms=3000
+                ),
+                load_balancer=LoadBalancerAlarmTierDefaults(max_unhealthy_hosts=0),
+                service=ServiceAlarmTierDefaults(max_error_logs_per_minute=50),
+            ),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -147,6 +197,22 @@ TIERS: dict[Environment, Tier] = {
             service_defaults=ServiceTierDefaults(
                 replicas=2, preview_replica_count=1, max_replicas=4
             ),
+            monitoring=MonitoringTierDefaults(
+                database=DatabaseAlarmTierDefaults(
+                    cpu_percent=90,
+                    free_storage_percent=10,
+                    freeable_memory_percent=25,
+                    connections_percent=90,
+                    read_latency_p90_ms=20,
+                    write_latency_p90_ms=20,
+                    load_per_vcpu=1.0,
+                ),
+                api=ApiAlarmTierDefaults(
+                    server_error_rate=0.05, client_error_rate=0.05, latency_p90_ms=2500
+                ),
+                load_balancer=LoadBalancerAlarmTierDefaults(max_unhealthy_hosts=0),
+                service=ServiceAlarmTierDefaults(max_error_logs_per_minute=10),
+            ),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -183,6 +249,22 @@ TIERS: dict[Environment, Tier] = {
             api=ApiTierDefaults(throttling_burst_limit=1000, throttling_rate_limit=500),
             service_defaults=ServiceTierDefaults(
                 replicas=3, preview_replica_count=3, max_replicas=10
+            ),
+            monitoring=MonitoringTierDefaults(
+                database=DatabaseAlarmTierDefaults(
+                    cpu_percent=80,
+                    free_storage_percent=10,
+                    freeable_memory_percent=25,
+                    connections_percent=80,
+                    read_latency_p90_ms=20,
+                    write_latency_p90_ms=20,
+                    load_per_vcpu=1.0,
+                ),
+                api=ApiAlarmTierDefaults(
+                    server_error_rate=0.05, client_error_rate=0.05, latency_p90_ms=1500
+                ),
+                load_balancer=LoadBalancerAlarmTierDefaults(max_unhealthy_hosts=0),
+                service=ServiceAlarmTierDefaults(max_error_logs_per_minute=10),
             ),
         ),
         policy=TierPolicy(

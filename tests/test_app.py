@@ -74,6 +74,43 @@ def test_every_endpoint_answers_with_color_and_version_headers() -> None:
         server.shutdown()
 
 
+def test_a_failing_handler_answers_500_and_logs_one_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, app, server = _serve({})
+    try:
+
+        def broken(path: str) -> tuple[int, str, bytes]:
+            raise RuntimeError(path)
+
+        assert _get(base + "/api/v1/status")[0] == 200
+        monkeypatch.setattr(app, "handle", broken)
+        code, headers, _ = _get(base + "/api/v1/status")
+        assert code == 500
+        assert headers["X-Color"] == "green"
+    finally:
+        server.shutdown()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    errors = [line for line in lines if line["level"] == "error"]
+    # The monitoring's metric filter counts exactly these: { $.level = "error" }
+    assert [e.get("event") for e in errors] == ["unhandled", None]
+    assert errors[1]["status"] == 500
+    assert all(line["level"] == "info" for line in lines if line.get("status") == 200)
+
+
+def test_a_draining_readiness_503_is_not_an_error_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, app, server = _serve({})
+    try:
+        app.draining.set()
+        assert _get(base + "/health/ready")[0] == 503
+    finally:
+        server.shutdown()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["level"] for line in lines] == ["info"]
+
+
 def test_readiness_checks_a_real_database(postgres: dict[str, str]) -> None:
     base, app, server = _serve(postgres)
     try:

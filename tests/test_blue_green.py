@@ -233,3 +233,39 @@ def test_each_color_runs_its_own_image_and_version(run_stack: RunStack) -> None:
         assert _container(run, color)["image"] == expected
         labels = _deployment(run, color)["spec"]["template"]["metadata"]["labels"]
         assert labels["version"] == config[color]["version"]
+
+
+def test_pods_carry_prometheus_scrape_annotations_by_default(run_stack: RunStack) -> None:
+    run = run_stack("staging")
+    for color in ("blue", "green"):
+        metadata = _deployment(run, color)["spec"]["template"]["metadata"]
+        port = int(_container(run, color)["ports"][0]["containerPort"])
+        assert metadata["annotations"] == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics",
+        }
+    assert not run.of_type("kubernetes:monitoring.coreos.com/v1:ServiceMonitor")
+
+
+def test_a_service_monitor_replaces_the_annotations_when_the_operator_runs(
+    run_stack: RunStack,
+) -> None:
+    prometheus = {"serviceMonitor": True, "serviceMonitorLabels": {"release": "prometheus"}}
+    run = run_stack("prod", overrides={"monitoring": {"prometheus": prometheus}})
+    monitor = run.one("kubernetes:monitoring.coreos.com/v1:ServiceMonitor").inputs
+    assert monitor["metadata"]["namespace"] == "analytics-api"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    # It selects both Services, so both colors are scraped and told apart by their label.
+    services = run.of_type(SERVICE)
+    assert len(services) == 2
+    for service in services:
+        assert selector.items() <= service.inputs["metadata"]["labels"].items()
+    assert monitor["spec"]["podTargetLabels"] == ["color", "version"]
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint == {"port": "http", "path": "/metrics", "scheme": "http", "interval": "30s"}
+    ports = {p["name"] for s in services for p in s.inputs["spec"]["ports"]}
+    assert ports == {"http"}
+    for color in ("blue", "green"):
+        assert "annotations" not in _deployment(run, color)["spec"]["template"]["metadata"]

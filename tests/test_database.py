@@ -301,3 +301,13 @@ def test_network_ids_are_checked_for_shape(
     base = stack_yaml("dev")["config"]["analytics-platform:network"]
     with pytest.raises(InvalidConfig, match=re.escape(f"analytics-platform:{path} = ")):
         run_stack("dev", overrides={"network": {**base, **network}})
+
+
+def test_an_instance_class_without_known_vcpus_and_memory_is_refused(run_stack: RunStack) -> None:
+    # The cost guard allows any size of m7g; the alarm thresholds need the class's facts.
+    with pytest.raises(
+        InvalidConfig,
+        match=r"stack prod: analytics-platform:database\.instanceClass = \"db\.m7g\.48xlarge\": "
+        r"its vCPUs and memory are unknown",
+    ):
+        run_stack("prod", overrides={"database": {"instanceClass": "db.m7g.48xlarge"}})

@@ -19,6 +19,10 @@ CRD_REQUIRED = {
         ("spec", "serviceRef", "port"),
         ("spec", "targetGroupARN"),
     ],
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): [
+        ("spec", "selector"),
+        ("spec", "endpoints"),
+    ],
 }
 
 
@@ -63,9 +67,15 @@ def test_every_kubernetes_object_matches_the_cluster_schema(
     version = stack_yaml(stack)["config"]["analytics-platform:kubernetes"]["version"]
     services = copy.deepcopy(stack_yaml(stack)["config"]["analytics-platform:services"])
     services[0]["canary"] = {"enabled": True, "weight": 5, "header": "X-Canary"}
-    objects = manifests(run_stack(stack, overrides={"services": services}))
+    objects = []
+    for service_monitor in (False, True):
+        prometheus = {"prometheus": {"serviceMonitor": service_monitor}}
+        objects += manifests(
+            run_stack(stack, overrides={"services": services, "monitoring": prometheus})
+        )
     kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "Service", "Ingress", "TargetGroupBinding", "Secret"} <= kinds
+    assert {"Deployment", "Service", "Ingress", "TargetGroupBinding", "Secret",
+            "ServiceMonitor"} <= kinds  # fmt: skip
     for manifest in objects:
         check(manifest, version)
 
@@ -75,6 +85,16 @@ def test_a_misspelled_field_fails_strict_validation(run_stack: RunStack) -> None
     deployment["spec"]["replica"] = 2
     with pytest.raises(kubernetes_validate.ValidationError):
         check(deployment, "1.34")
+
+
+def test_a_service_monitor_without_endpoints_fails(run_stack: RunStack) -> None:
+    prometheus = {"prometheus": {"serviceMonitor": True}}
+    [monitor] = [o for o in manifests(run_stack("dev", overrides={"monitoring": prometheus}))
+                 if o["kind"] == "ServiceMonitor"]  # fmt: skip
+    check(monitor, "1.34")
+    del monitor["spec"]["endpoints"]
+    with pytest.raises(AssertionError, match="endpoints"):
+        check(monitor, "1.34")
 
 
 def test_a_target_group_binding_without_its_target_group_fails(run_stack: RunStack) -> None:

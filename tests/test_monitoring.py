@@ -1,0 +1,386 @@
+"""Monitoring: AWS-recommended alarms, the composite alarm, the dashboard and the log groups."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from infra.mock_engine import FakeCloud, ProgramRun, ResourceRecord, run_program
+from infra.settings import InvalidConfig
+from infra.tiers import TIERS
+from tests.aws_metrics import DOCUMENTED, REST_API_ONLY, is_statistic
+from tests.conftest import PROJECT, ROOT, STACKS, RunStack, stack_config, stack_yaml
+
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+COMPOSITE = "aws:cloudwatch/compositeAlarm:CompositeAlarm"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+FILTER = "aws:cloudwatch/logMetricFilter:LogMetricFilter"
+DB = "aws:rds/instance:Instance"
+TARGET_GROUP = "aws:lb/targetGroup:TargetGroup"
+LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
+GIB = 1024**3
+# vCPUs and GiB of the tiers' default classes, from AWS's instance class table.
+CLASS_FACTS = {"db.t4g.micro": (2, 1), "db.t4g.medium": (2, 4), "db.m7g.large": (2, 8)}
+SERVICE = "analytics-api"
+
+
+@pytest.fixture(scope="module")
+def runs() -> Callable[[str], ProgramRun]:
+    """The repository stacks' runs, each made once for this module (tests only read them)."""
+    cache: dict[str, ProgramRun] = {}
+
+    def get(stack: str) -> ProgramRun:
+        if stack not in cache:
+            config, secret_keys = stack_config(stack)
+            cache[stack] = run_program(ROOT / "infra", PROJECT, stack, config, secret_keys,
+                                       mocks=FakeCloud())  # fmt: skip
+        return cache[stack]
+
+    return get
+
+
+def alarms(run: ProgramRun) -> dict[str, ResourceRecord]:
+    """Metric alarms by kind: the name without the `<project>-<stack>-` prefix."""
+    prefix = f"{PROJECT}-{run.stack}-"
+    return {r.inputs["name"].removeprefix(prefix): r for r in run.of_type(ALARM)}
+
+
+def _statistic(alarm: ResourceRecord) -> str:
+    inputs = alarm.inputs
+    assert ("statistic" in inputs) != ("extendedStatistic" in inputs), alarm.name
+    return str(inputs.get("statistic") or inputs["extendedStatistic"])
+
+
+def expected(stack: str) -> dict[str, tuple[str, str, str, str, float]]:
+    """kind -> (namespace, metric, statistic, comparison, threshold), from the tier table."""
+    tier = TIERS[stack_yaml(stack)["config"]["analytics-platform:environment"]].defaults
+    db, m = tier.database, tier.monitoring
+    vcpus, gib = CLASS_FACTS[db.instance_class]
+    max_connections = min(int(gib * GIB * 0.75 // 9_531_392), 5000)
+    rows = {
+        "database-cpu": ("AWS/RDS", "CPUUtilization", "Average", "GreaterThanThreshold",
+                         m.database.cpu_percent),
+        "database-free-storage": ("AWS/RDS", "FreeStorageSpace", "Minimum", "LessThanThreshold",
+                                  m.database.free_storage_percent / 100
+                                  * db.allocated_storage_gb * GIB),
+        "database-freeable-memory": ("AWS/RDS", "FreeableMemory", "Average", "LessThanThreshold",
+                                     m.database.freeable_memory_percent / 100 * gib * GIB),
+        "database-connections": ("AWS/RDS", "DatabaseConnections", "Maximum",
+                                 "GreaterThanThreshold",
+                                 int(m.database.connections_percent / 100 * max_connections)),
+        "database-read-latency": ("AWS/RDS", "ReadLatency", "p90", "GreaterThanThreshold",
+                                  m.database.read_latency_p90_ms / 1000),
+        "database-write-latency": ("AWS/RDS", "WriteLatency", "p90", "GreaterThanThreshold",
+                                   m.database.write_latency_p90_ms / 1000),
+        "api-5xx-rate": ("AWS/ApiGateway", "5xx", "Average", "GreaterThanThreshold",
+                         m.api.server_error_rate),
+        "api-4xx-rate": ("AWS/ApiGateway", "4xx", "Average", "GreaterThanThreshold",
+                         m.api.client_error_rate),
+        "api-latency-p90": ("AWS/ApiGateway", "Latency", "p90", "GreaterThanThreshold",
+                            m.api.latency_p90_ms),
+        f"{SERVICE}-unhealthy-hosts": ("AWS/ApplicationELB", "UnHealthyHostCount", "Maximum",
+                                       "GreaterThanThreshold",
+                                       m.load_balancer.max_unhealthy_hosts),
+        f"{SERVICE}-healthy-hosts": ("AWS/ApplicationELB", "HealthyHostCount", "Minimum",
+                                     "LessThanThreshold", 1),
+        f"{SERVICE}-error-logs": (f"{PROJECT}/{stack}/{SERVICE}", "ErrorLogEvents", "Sum",
+                                  "GreaterThanThreshold",
+                                  m.service.max_error_logs_per_minute),
+    }  # fmt: skip
+    if db.performance_insights:
+        rows["database-load"] = ("AWS/RDS", "DBLoad", "Average", "GreaterThanThreshold",
+                                 vcpus * m.database.load_per_vcpu)  # fmt: skip
+    return rows
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_stack_has_the_database_api_and_service_alarms(
+    runs: Callable[[str], ProgramRun], stack: str
+) -> None:
+    run = runs(stack)
+    assert set(alarms(run)) == set(expected(stack))
+    [composite] = run.of_type(COMPOSITE)
+    assert composite.inputs["alarmName"] == f"{PROJECT}-{stack}-{SERVICE}-unhealthy"
+    run.one("aws:cloudwatch/dashboard:Dashboard")
+
+
+def test_db_load_is_alarmed_only_where_performance_insights_publishes_it(
+    runs: Callable[[str], ProgramRun],
+) -> None:
+    assert "database-load" not in alarms(runs("dev"))
+    assert "database-load" in alarms(runs("prod"))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_alarm_watches_the_documented_metric_with_its_threshold_from_the_tier_table(
+    runs: Callable[[str], ProgramRun], stack: str
+) -> None:
+    run = runs(stack)
+    filters = _metric_filters(run)
+    for kind, alarm in alarms(run).items():
+        namespace, metric, statistic, comparison, threshold = expected(stack)[kind]
+        inputs = alarm.inputs
+        assert (inputs["namespace"], inputs["metricName"]) == (namespace, metric), kind
+        assert _statistic(alarm) == statistic, kind
+        assert is_statistic(statistic)
+        assert inputs["comparisonOperator"] == comparison, kind
+        assert inputs["threshold"] == pytest.approx(threshold), kind
+        assert inputs["period"] == 60
+        assert 1 <= inputs["datapointsToAlarm"] <= inputs["evaluationPeriods"]
+        dimensions = frozenset(inputs.get("dimensions", {}))
+        if namespace.startswith("AWS/"):
+            assert dimensions in DOCUMENTED[namespace][metric], (kind, dimensions)
+        else:  # a metric of our own: published by a metric filter of this stack
+            assert (namespace, metric) in filters
+            assert not dimensions
+        assert not {inputs["metricName"], *dimensions} & REST_API_ONLY
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_alarm_sends_alarm_and_ok_to_the_alerts_topic(
+    runs: Callable[[str], ProgramRun], stack: str
+) -> None:
+    run = runs(stack)
+    topic = run.one("aws:sns/topic:Topic", "alerts-topic").outputs["arn"]
+    every = run.of_type(ALARM) + run.of_type(COMPOSITE)
+    assert len(every) >= 12
+    for alarm in every:
+        assert alarm.inputs["alarmActions"] == [topic], alarm.name
+        assert alarm.inputs["okActions"] == [topic], alarm.name
+        assert alarm.inputs["alarmDescription"].count("Runbook: ") == 1
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_alarm_chooses_how_missing_data_counts(
+    runs: Callable[[str], ProgramRun], stack: str
+) -> None:
+    found = {kind: a.inputs["treatMissingData"] for kind, a in alarms(runs(stack)).items()}
+    # Silence from a target group is an outage; silence from the API is no traffic.
+    assert found[f"{SERVICE}-healthy-hosts"] == "breaching"
+    assert found["api-5xx-rate"] == "notBreaching"
+    assert found["database-cpu"] == "missing"
+    assert set(found.values()) <= {"missing", "breaching", "notBreaching", "ignore"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_alarm_dimensions_name_resources_of_the_same_stack(
+    runs: Callable[[str], ProgramRun], stack: str
+) -> None:
+    run = runs(stack)
+    known = _dimension_values(run)
+    for kind, alarm in alarms(run).items():
+        for key, value in alarm.inputs.get("dimensions", {}).items():
+            assert value in known[key], (kind, key, value)
+
+
+def _dimension_values(run: ProgramRun) -> dict[str, set[str]]:
+    return {
+        "DBInstanceIdentifier": {r.inputs["identifier"] for r in run.of_type(DB)},
+        "ApiId": {r.id for r in run.of_type("aws:apigatewayv2/api:Api")},
+        "Stage": {r.inputs["name"] for r in run.of_type("aws:apigatewayv2/stage:Stage")},
+        "TargetGroup": {r.outputs["arnSuffix"] for r in run.of_type(TARGET_GROUP)},
+        "LoadBalancer": {r.outputs["arnSuffix"] for r in run.of_type(LOAD_BALANCER)},
+    }
+
+
+def _metric_filters(run: ProgramRun) -> set[tuple[str, str]]:
+    """(namespace, metric) of every metric the stack's log metric filters publish."""
+    return {
+        (f.inputs["metricTransformation"]["namespace"], f.inputs["metricTransformation"]["name"])
+        for f in run.of_type(FILTER)
+    }
+
+
+def test_thresholds_follow_config_overrides(run_stack: RunStack) -> None:
+    run = run_stack(
+        "prod",
+        overrides={
+            "monitoring": {
+                "database": {"cpuPercent": 55, "readLatencyP90Ms": 8},
+                "api": {"latencyP90Ms": 800, "serverErrorRate": 0.02},
+                "loadBalancer": {"maxUnhealthyHosts": 1},
+            }
+        },
+    )
+    found = {kind: a.inputs["threshold"] for kind, a in alarms(run).items()}
+    assert found["database-cpu"] == 55
+    assert found["database-read-latency"] == pytest.approx(0.008)
+    assert found["api-latency-p90"] == 800
+    assert found["api-5xx-rate"] == pytest.approx(0.02)
+    assert found[f"{SERVICE}-unhealthy-hosts"] == 1
+    # what was not overridden keeps the tier's value
+    prod = TIERS["prod"].defaults.monitoring
+    assert found["api-4xx-rate"] == pytest.approx(prod.api.client_error_rate)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"api": {"serverErrorRate": 5}}, r"monitoring\.api\.serverErrorRate = 5: allowed: "),
+        ({"database": {"cpuPercent": 0}}, r"monitoring\.database\.cpuPercent = 0: allowed: "),
+        ({"database": {"cpuPct": 80}}, r"monitoring\.database\.cpuPct = 80: unknown key"),
+    ],
+)
+def test_a_bad_threshold_is_a_clear_config_error(
+    run_stack: RunStack, override: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidConfig, match=rf"stack dev: analytics-platform:{message}"):
+        run_stack("dev", overrides={"monitoring": override})
+
+
+def test_composite_alarm_combines_the_services_health_alarms_but_not_4xx(
+    runs: Callable[[str], ProgramRun],
+) -> None:
+    run = runs("prod")
+    arns = {kind: a.outputs["arn"] for kind, a in alarms(run).items()}
+    rule = run.one(COMPOSITE).inputs["alarmRule"]
+    members = re.findall(r'ALARM\("([^"]+)"\)', rule)
+    assert rule == " OR ".join(f'ALARM("{arn}")' for arn in members)
+    assert set(members) == {
+        arns[k]
+        for k in ("api-5xx-rate", "api-latency-p90", f"{SERVICE}-error-logs",
+                  f"{SERVICE}-healthy-hosts", f"{SERVICE}-unhealthy-hosts")
+    }  # fmt: skip
+
+
+def test_each_service_gets_its_log_group_error_alarm_and_composite(run_stack: RunStack) -> None:
+    services = copy.deepcopy(stack_yaml("staging")["config"]["analytics-platform:services"])
+    services.append({"name": "reports", "blue": {"version": "1.0.0"},
+                     "green": {"version": "1.0.0"}})  # fmt: skip
+    run = run_stack("staging", overrides={"services": services})
+    group = run.one(LOG_GROUP, "monitoring-logs-reports")
+    assert group.inputs["name"] == "/analytics-platform/staging/reports"
+    assert "reports-error-logs" in alarms(run)
+    # no load balancer in front of it: no host alarms
+    assert "reports-healthy-hosts" not in alarms(run)
+    composites = {c.inputs["alarmName"]: c for c in run.of_type(COMPOSITE)}
+    reports = composites[f"{PROJECT}-staging-reports-unhealthy"]
+    assert (
+        reports.inputs["alarmRule"]
+        == f'ALARM("{alarms(run)["reports-error-logs"].outputs["arn"]}")'
+    )
+    assert run.outputs["applicationLogGroups"]["reports"] == "/analytics-platform/staging/reports"
+
+
+@pytest.mark.parametrize(("stack", "days"), [("dev", 7), ("staging", 30), ("prod", 365)])
+def test_log_groups_exist_first_with_the_tiers_retention_and_the_platform_key(
+    runs: Callable[[str], ProgramRun], stack: str, days: int
+) -> None:
+    run = runs(stack)
+    key = run.one("aws:kms/key:Key", "platform-key").outputs["arn"]
+    groups = {g.inputs["name"]: g for g in run.of_type(LOG_GROUP)}
+    db_id = run.one(DB).inputs["identifier"]
+    assert set(groups) == {
+        f"/aws/rds/instance/{db_id}/postgresql",
+        f"/aws/rds/instance/{db_id}/upgrade",
+        f"/aws/apigateway/{PROJECT}-{stack}-api/access",
+        f"/{PROJECT}/{stack}/{SERVICE}",
+    }
+    for group in groups.values():
+        assert group.inputs["retentionInDays"] == days
+        assert group.inputs["kmsKeyId"] == key
+        assert group.protect is (stack == "prod")
+    # RDS writes its exports only after its log groups exist.
+    database = run.one(DB)
+    for export in ("postgresql", "upgrade"):
+        assert groups[f"/aws/rds/instance/{db_id}/{export}"].urn in database.dependencies
+
+
+def test_the_platform_key_lets_cloudwatch_logs_of_this_region_and_account_use_it(
+    runs: Callable[[str], ProgramRun],
+) -> None:
+    policy = json.loads(runs("prod").one("aws:kms/key:Key", "platform-key").inputs["policy"])
+    [logs] = [s for s in policy["Statement"] if s["Sid"] == "AllowCloudWatchLogsOfThisAccount"]
+    assert logs["Principal"] == {"Service": "logs.eu-west-1.amazonaws.com"}
+    assert {"kms:Encrypt*", "kms:Decrypt*", "kms:GenerateDataKey*"} <= set(logs["Action"])
+    assert logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"] == (
+        "arn:aws:logs:eu-west-1:123456789012:log-group:*"
+    )
+
+
+def _dashboard(run: ProgramRun) -> dict[str, Any]:
+    record = run.one("aws:cloudwatch/dashboard:Dashboard")
+    assert record.inputs["dashboardName"] == f"{PROJECT}-{run.stack}-monitoring-dashboard"
+    return json.loads(record.inputs["dashboardBody"])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_dashboard_metric_is_documented_and_names_a_resource_of_the_stack(
+    runs: Callable[[str], ProgramRun], stack: str
+) -> None:
+    run = runs(stack)
+    known = _dimension_values(run)
+    filters = _metric_filters(run)
+    metrics = [
+        entry
+        for widget in _dashboard(run)["widgets"]
+        if widget["type"] == "metric"
+        for entry in widget["properties"]["metrics"]
+    ]
+    assert len(metrics) >= 12
+    for entry in metrics:
+        namespace, name, *pairs, options = entry
+        dimensions = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        assert is_statistic(options["stat"]), entry
+        if namespace.startswith("AWS/"):
+            assert frozenset(dimensions) in DOCUMENTED[namespace][name], entry
+            for key, value in dimensions.items():
+                assert value in known[key], entry
+        else:
+            assert (namespace, name) in filters, entry
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_dashboard_shows_api_database_hosts_and_every_alarms_status(
+    runs: Callable[[str], ProgramRun], stack: str
+) -> None:
+    run = runs(stack)
+    widgets = _dashboard(run)["widgets"]
+    shown = {
+        (entry[0], entry[1])
+        for w in widgets
+        if w["type"] == "metric"
+        for entry in w["properties"]["metrics"]
+    }
+    assert {("AWS/ApiGateway", m) for m in ("Count", "5xx", "4xx", "Latency")} <= shown
+    database = ("CPUUtilization", "DatabaseConnections", "FreeStorageSpace", "ReadLatency",
+                "WriteLatency")  # fmt: skip
+    assert {("AWS/RDS", m) for m in database} <= shown
+    assert ("AWS/ApplicationELB", "HealthyHostCount") in shown
+    [status] = [w for w in widgets if w["type"] == "alarm"]
+    every = {a.outputs["arn"] for a in run.of_type(ALARM) + run.of_type(COMPOSITE)}
+    assert set(status["properties"]["alarms"]) == every
+    for widget in widgets:
+        assert widget["x"] + widget["width"] <= 24
+        if widget["type"] == "metric":
+            assert widget["properties"]["region"] == "eu-west-1"
+    places = [(w["x"], w["y"]) for w in widgets]
+    assert len(places) == len(set(places))
+
+
+def test_readme_runbook_lists_every_alarm_with_what_to_do(
+    runs: Callable[[str], ProgramRun],
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Alarm runbook", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        cells[0].strip("` "): cells
+        for line in section.splitlines()
+        if line.startswith("| `")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    run = runs("prod")
+    every = {**alarms(run), f"{SERVICE}-unhealthy": run.one(COMPOSITE)}
+    for kind, alarm in every.items():
+        row = kind.replace(SERVICE, "<service>")
+        assert row in rows, f"README runbook has no row for {row}"
+        # The page carries the same "what to do" as the README.
+        runbook = alarm.inputs["alarmDescription"].split("Runbook: ", 1)[1]
+        assert rows[row][-1].replace("`", "") == runbook.replace(SERVICE, "<service>").replace(
+            "`", ""
+        ), row
