@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STACK ?= dev
 
-.PHONY: preview test lint typecheck pytest clean
+.PHONY: preview test lint typecheck security pytest state-snapshot constraints clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt app/requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -18,17 +18,29 @@ $(STAMP): requirements.txt requirements-dev.txt
 preview: $(STAMP)
 	$(PY) -m infra.preview --stack $(STACK) $(if $(JSON),--json $(JSON))
 
-test: lint typecheck pytest
+test: lint typecheck security pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check infra tests app
-	$(PY) -m ruff format --check infra tests app
+	$(PY) -m ruff check infra tests app policy
+	$(PY) -m ruff format --check infra tests app policy
 
 typecheck: $(STAMP)
 	$(VENV)/bin/basedpyright
 
+security: $(STAMP)
+	$(PY) -m bandit --quiet --recursive infra app
+
 pytest: $(STAMP)
 	$(PY) -m pytest -q -n auto
+
+# Records the stacks' stateful URNs (state/stateful-urns.json): a deliberate act, reviewed in the PR.
+state-snapshot: $(STAMP)
+	$(PY) -m infra.state_safety --update
+
+# Re-pins every transitive dependency after a requirements file changed.
+constraints: $(STAMP)
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --all --exclude pip; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -129,7 +129,7 @@ def _json(status: int, body: dict[str, Any]) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(body).encode()
 
 
-def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> ThreadingHTTPServer:  # noqa: S104 - a pod listens on its own IP
+def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> ThreadingHTTPServer:  # noqa: S104 - a pod listens on its own IP  # nosec B104
     class Handler(BaseHTTPRequestHandler):
         server_version = "analytics-api"
 

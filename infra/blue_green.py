@@ -361,7 +361,7 @@ class BlueGreenService(PlatformComponent):
                                 k8s.core.v1.VolumeMountArgs(
                                     # a per-pod emptyDir, not a shared host /tmp
                                     name="tmp",
-                                    mount_path="/tmp",  # noqa: S108
+                                    mount_path="/tmp",  # noqa: S108 - a per-pod emptyDir  # nosec B108
                                 )
                             ],
                         )

@@ -34,7 +34,8 @@ from pulumi.runtime.stack import run_in_stack
 MASKED = "[secret]"
 STACK_TYPE = "pulumi:pulumi:Stack"
 FAKE_ACCOUNT_ID = "123456789012"
-FAKE_DB_PASSWORD = "offline-fake-db-password"  # noqa: S105 - a fake, for leak tests
+FAKE_DB_PASSWORD = "offline-fake-db-password"  # noqa: S105 - a fake  # nosec B105
+FAKE_ECR_PASSWORD = "offline-ecr-password"  # noqa: S105 - a fake  # nosec B105
 
 
 def is_secret(value: Any) -> bool:
@@ -76,6 +77,8 @@ class ResourceRecord:
     protect: bool
     inputs: dict[str, Any]
     aliases: list[dict[str, Any]] = field(default_factory=list)
+    # input name -> the URNs it was computed from (what CrossGuard calls propertyDependencies).
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     # What the fake provider answered: inputs plus ids, ARNs, endpoints. Not in the JSON plan,
     # which shows what the program asks for.
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +95,7 @@ class ResourceRecord:
             "dependencies": list(self.dependencies),
             "protect": self.protect,
             "aliases": self.aliases,
+            "propertyDependencies": self.property_dependencies,
             "inputs": mask_secrets(self.inputs),
         }
 
@@ -128,6 +132,16 @@ class ProgramRun:
             "resources": [r.to_json() for r in self.resources],
             "outputs": mask_secrets(self.outputs),
         }
+
+
+def engine_urn(stack: str, project: str, parent: str | None, type_: str, name: str) -> str:
+    """A URN as the Pulumi engine builds it: the parent's type chain (the stack's excluded),
+    `$`, the type, then the name."""
+    if parent:
+        chain = parent.split("::")[2]
+        if chain != STACK_TYPE:
+            type_ = f"{chain}${type_}"
+    return f"urn:pulumi:{stack}::{project}::{type_}::{name}"
 
 
 def _stable_uuid(*parts: str) -> str:
@@ -376,7 +390,7 @@ class FakeCloud(pulumi_mocks.Mocks):
             "id": self._region(call.provider),
             "authorizationToken": "QVdTOm9mZmxpbmUtZWNyLXBhc3N3b3Jk",
             "userName": "AWS",
-            "password": "offline-ecr-password",
+            "password": FAKE_ECR_PASSWORD,
             "proxyEndpoint": f"https://{registry}.dkr.ecr.{self._region(call.provider)}.amazonaws.com",
             "expiresAt": "2099-01-01T00:00:00Z",
         }
@@ -432,6 +446,12 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.stack_urn: str | None = None
         self.stack_outputs: dict[str, Any] = {}
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        # pulumi's MockMonitor keeps only the parent's own type, so a renamed grandparent would
+        # not show as a changed URN; the engine keeps the whole chain.
+        stack, project = runtime_settings.get_stack(), runtime_settings.get_project()
+        return engine_urn(stack, project, parent or None, type_, name)
+
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type == STACK_TYPE:
@@ -450,6 +470,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 protect=bool(request.protect),
                 inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
                 aliases=[MessageToDict(alias) for alias in request.aliases],
+                property_dependencies={
+                    key: sorted(set(deps.urns))
+                    for key, deps in sorted(request.propertyDependencies.items())
+                    if deps.urns
+                },
                 outputs=self.resources[response.urn].state if request.custom else {},
                 id=self.resources[response.urn].id if request.custom else "",
             )

@@ -6,6 +6,7 @@ with `dry_run=False` so that every apply runs and tests assert on resolved value
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from collections.abc import Callable, Iterable, Mapping
@@ -50,9 +51,18 @@ def stack_config(
     return config, secret_keys
 
 
+# A repository stack run as it is, once per test process: the program is deterministic, so
+# every test that needs the unchanged stack gets a copy of the same run.
+_UNCHANGED_RUNS: dict[str, ProgramRun] = {}
+
+
 @pytest.fixture
 def run_stack() -> RunStack:
-    """Runs a repository stack, optionally with config changed; see `stack_config`."""
+    """Runs a repository stack, optionally with config changed; see `stack_config`.
+
+    Each changed run is fresh (new event loop, new mocks). The unchanged stacks are run once
+    and handed out as deep copies, so a test can never see another test's changes.
+    """
 
     def run(
         stack: str = "dev",
@@ -62,12 +72,24 @@ def run_stack() -> RunStack:
         name: str | None = None,
         cloud: FakeCloud | None = None,
     ) -> ProgramRun:
+        if not (overrides or remove or secrets or name or cloud):
+            return unchanged_run(stack)
         config, secret_keys = stack_config(stack, overrides, remove, secrets)
         return run_program(
             ROOT / "infra", PROJECT, name or stack, config, secret_keys, mocks=cloud or FakeCloud()
         )
 
     return run
+
+
+def unchanged_run(stack: str) -> ProgramRun:
+    """A copy of the repository stack's run, made once per test process."""
+    if stack not in _UNCHANGED_RUNS:
+        config, secret_keys = stack_config(stack)
+        _UNCHANGED_RUNS[stack] = run_program(
+            ROOT / "infra", PROJECT, stack, config, secret_keys, mocks=FakeCloud()
+        )
+    return copy.deepcopy(_UNCHANGED_RUNS[stack])
 
 
 @pytest.fixture

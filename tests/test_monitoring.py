@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from infra.mock_engine import FakeCloud, ProgramRun, ResourceRecord, run_program
+from infra.mock_engine import ProgramRun, ResourceRecord
 from infra.settings import InvalidConfig
 from infra.tiers import TIERS
 from tests.aws_metrics import DOCUMENTED, REST_API_ONLY, is_statistic
-from tests.conftest import PROJECT, ROOT, STACKS, RunStack, stack_config, stack_yaml
+from tests.conftest import PROJECT, ROOT, STACKS, RunStack, stack_yaml, unchanged_run
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 COMPOSITE = "aws:cloudwatch/compositeAlarm:CompositeAlarm"
@@ -31,17 +31,8 @@ SERVICE = "analytics-api"
 
 @pytest.fixture(scope="module")
 def runs() -> Callable[[str], ProgramRun]:
-    """The repository stacks' runs, each made once for this module (tests only read them)."""
-    cache: dict[str, ProgramRun] = {}
-
-    def get(stack: str) -> ProgramRun:
-        if stack not in cache:
-            config, secret_keys = stack_config(stack)
-            cache[stack] = run_program(ROOT / "infra", PROJECT, stack, config, secret_keys,
-                                       mocks=FakeCloud())  # fmt: skip
-        return cache[stack]
-
-    return get
+    """The repository stacks' runs (tests here only read them)."""
+    return unchanged_run
 
 
 def alarms(run: ProgramRun) -> dict[str, ResourceRecord]:

@@ -46,7 +46,7 @@ def _requirements(path: Path) -> dict[str, str]:
     pins = {}
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if not line or line.startswith("-r "):
+        if not line or line.startswith(("-r ", "-c ")):
             continue
         match = re.fullmatch(r"([A-Za-z0-9_.-]+)==([0-9][A-Za-z0-9.]*)", line)
         assert match, f"{path.name}: not pinned exactly: {line!r}"
@@ -69,3 +69,23 @@ def test_dev_requirements_are_pinned_and_include_the_runtime_ones() -> None:
 def test_ci_runs_the_same_command_as_developers() -> None:
     script = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", script, re.MULTILINE)
+
+
+def test_every_installed_package_is_pinned_in_the_constraints() -> None:
+    from importlib.metadata import distributions
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    assert (ROOT / "requirements.txt").read_text().count("-c constraints.txt") == 1
+    installed = {
+        d.metadata["Name"].lower().replace("_", "-"): d.version
+        for d in distributions()
+        if d.metadata["Name"].lower() != "pip"
+    }
+    unpinned = {n: v for n, v in installed.items() if pins.get(n) != v}
+    assert not unpinned, (
+        f"installed but not pinned in constraints.txt (make constraints): {unpinned}"
+    )

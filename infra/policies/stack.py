@@ -1,0 +1,90 @@
+"""Stack-wide rules: tags, no plaintext secrets, protected state in prod, the cost guard."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from pulumi_policy import PolicyResource
+
+from infra.policies._rules import (
+    REQUIRED_TAGS,
+    STATEFUL_TYPES,
+    environment,
+    get,
+    is_taggable,
+    secret_looking,
+    stack_rule,
+    tier,
+)
+
+CATEGORY = "stack"
+# Inputs the program marks secret (the offline preview shows "[secret]"). CrossGuard hands
+# policies decrypted values, so these are where a secret is expected, not a leak.
+SECRET_INPUTS = {
+    "kubernetes:core/v1:Secret": ("data", "stringData"),
+    "docker:index/image:Image": ("registry",),
+    "aws:sns/topicSubscription:TopicSubscription": ("endpoint",),
+    "pulumi:providers:kubernetes": ("kubeconfig",),
+}
+
+
+def _tags(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    for r in resources:
+        if not is_taggable(r.resource_type):
+            continue
+        tags = r.props.get("tags") or {}
+        missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
+        if missing:
+            yield r.urn, f"missing tags: {', '.join(missing)}"
+
+
+def _no_plaintext_secrets(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    for r in resources:
+        skipped = SECRET_INPUTS.get(r.resource_type, ())
+        props = {k: v for k, v in r.props.items() if k not in skipped}
+        for path, what in secret_looking(props):
+            yield r.urn, f"{path} holds {what}; make it a Pulumi secret or take it from a store"
+
+
+def _protected(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    for r in resources:
+        stateful = r.resource_type in STATEFUL_TYPES
+        if stateful and tier(r.props).policy.require_protect and not r.opts.protect:
+            yield (
+                r.urn,
+                (
+                    f"a {environment(r.props)} {r.resource_type.rsplit(':', 1)[1]} must "
+                    "be `protect`ed so that no update can delete it"
+                ),
+            )
+
+
+def _cost_guard(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    for r in resources:
+        if r.resource_type != "aws:rds/instance:Instance":
+            continue
+        allowed = tier(r.props).policy.database_instance_classes
+        instance_class = str(get(r.props, "instanceClass"))
+        if re.fullmatch(allowed, instance_class) is None:
+            yield (
+                r.urn,
+                (f"{instance_class} is not allowed for {environment(r.props)}; allowed: {allowed}"),
+            )
+
+
+POLICIES = [
+    stack_rule("required-tags", CATEGORY, "Every taggable AWS resource carries the required "
+               "tags: " + ", ".join(REQUIRED_TAGS) + ".", _tags,
+               "Pass tags=self.tags() (PlatformComponent) to the resource."),
+    stack_rule("no-plaintext-secrets", CATEGORY, "No input holds a plaintext credential.",
+               _no_plaintext_secrets, "Read it with config.get_secret / pulumi.Output.secret, "
+               "or let the service manage it (RDS manageMasterUserPassword)."),
+    stack_rule("protect-stateful-in-prod", CATEGORY, "In prod, every stateful resource "
+               "(database, keys, log groups, image repository, topic) is `protect`ed.",
+               _protected, "Create it with PlatformComponent.stateful_opts(); keep "
+               "protectStatefulResources true."),
+    stack_rule("database-cost-guard", CATEGORY, "Database instance classes stay within the "
+               "tier's allowed classes.", _cost_guard,
+               "Pick a class from the tier's list (infra/tiers.py database_instance_classes)."),
+]  # fmt: skip

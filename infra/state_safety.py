@@ -1,0 +1,132 @@
+"""State safety: the stateful resources' URNs per stack, kept in a committed snapshot.
+
+A URN that disappears is a resource Pulumi would delete (and, if something new takes its place,
+replace): for the database, a new, empty database. The check fails when a URN of the snapshot is
+gone from a stack's offline preview and no resource there carries an alias to it.
+
+    python -m infra.state_safety           # check every stack against the snapshot
+    python -m infra.state_safety --update  # record the stacks' stateful URNs (a deliberate act)
+
+Exit codes: 0 safe, 1 a stateful URN would change, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from infra.mock_engine import engine_urn
+from infra.policies._rules import STATEFUL_TYPES
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SNAPSHOT = PROJECT_DIR / "state" / "stateful-urns.json"
+
+
+def stateful_urns(preview: Mapping[str, Any]) -> list[str]:
+    return sorted(r["urn"] for r in preview["resources"] if r["type"] in STATEFUL_TYPES)
+
+
+def alias_urns(resource: Mapping[str, Any], stack: str, project: str) -> set[str]:
+    """The earlier URNs a resource answers to, from its aliases (URNs or specs)."""
+    found: set[str] = set()
+    for alias in resource.get("aliases") or []:
+        if alias.get("urn"):
+            found.add(alias["urn"])
+            continue
+        spec = alias.get("spec") or {}
+        # An empty parentUrn means "the same parent"; noParent means the stack itself.
+        parent = None if spec.get("noParent") else spec.get("parentUrn") or resource.get("parent")
+        found.add(
+            engine_urn(
+                spec.get("stack") or stack,
+                spec.get("project") or project,
+                parent,
+                spec.get("type") or resource["type"],
+                spec.get("name") or resource["name"],
+            )
+        )
+    return found
+
+
+def problems(stack: str, recorded: Iterable[str], preview: Mapping[str, Any]) -> list[str]:
+    """What would be replaced or deleted, one line each, naming the resource."""
+    project = preview["project"]
+    present = {r["urn"] for r in preview["resources"]}
+    aliased = set().union(*(alias_urns(r, stack, project) for r in preview["resources"]))
+    lines = []
+    for urn in sorted(recorded):
+        if urn in present or urn in aliased:
+            continue
+        type_, name = urn.split("::")[2].rsplit("$", 1)[-1], urn.rsplit("::", 1)[1]
+        lines.append(
+            f"stack {stack}: {name} ({type_}) would be deleted or replaced: its URN {urn} is "
+            "gone and no resource has an alias to it. Add `aliases=[pulumi.Alias(...)]` to the "
+            "renamed resource, or, if the change is meant, run `make state-snapshot`."
+        )
+    return lines
+
+
+def unrecorded(stack: str, recorded: Iterable[str], preview: Mapping[str, Any]) -> list[str]:
+    new = sorted(set(stateful_urns(preview)) - set(recorded))
+    return [
+        f"stack {stack}: new stateful resource {urn} is not in {SNAPSHOT.name}; "
+        "run `make state-snapshot` to record it"
+        for urn in new
+    ]
+
+
+def read_snapshot(path: Path = SNAPSHOT) -> dict[str, list[str]]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _previews(project_dir: Path, stacks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    from infra.mock_engine import run_program
+    from infra.stackfiles import load_stack_config
+
+    previews = {}
+    for stack in stacks:
+        config = load_stack_config(project_dir, stack)
+        run = run_program(
+            config.main_dir, config.project, config.stack, config.config, config.secret_keys
+        )
+        previews[stack] = run.to_json()
+    return previews
+
+
+def main(argv: Sequence[str] | None = None, project_dir: Path = PROJECT_DIR) -> int:
+    from infra.stackfiles import StackFileError, available_stacks
+
+    parser = argparse.ArgumentParser(prog="python -m infra.state_safety")
+    parser.add_argument("--update", action="store_true", help="rewrite the snapshot")
+    parser.add_argument("--snapshot", type=Path, default=SNAPSHOT)
+    args = parser.parse_args(argv)
+    try:
+        previews = _previews(project_dir, available_stacks(project_dir))
+    except StackFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.update:
+        snapshot = {stack: stateful_urns(p) for stack, p in sorted(previews.items())}
+        args.snapshot.parent.mkdir(parents=True, exist_ok=True)
+        args.snapshot.write_text(json.dumps(snapshot, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.snapshot}: {sum(map(len, snapshot.values()))} stateful URNs")
+        return 0
+    recorded = read_snapshot(args.snapshot)
+    lines = [
+        line
+        for stack, preview in sorted(previews.items())
+        for line in problems(stack, recorded.get(stack, []), preview)
+        + unrecorded(stack, recorded.get(stack, []), preview)
+    ]
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    print("state safety: " + ("FAILED" if lines else "every stateful URN is unchanged"))
+    return 1 if lines else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""Policy as code: every rule passes on every stack, fires on a planted violation, and runs the
+same under the offline runner and CrossGuard's own analyzer."""
+
+from __future__ import annotations
+
+import copy
+import json
+import runpy
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import struct_pb2
+from pulumi.runtime import proto
+from pulumi_policy import EnforcementLevel, ResourceValidationPolicy
+from pulumi_policy.policy import _PolicyAnalyzerServicer
+
+from infra.policies import BY_NAME, POLICIES
+from infra.policies.__main__ import main
+from infra.policies.runner import check
+from tests.conftest import PROJECT, ROOT, STACKS, unchanged_run
+
+Doc = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def previews() -> Callable[[str], Doc]:
+    """Each repository stack's offline-preview JSON, as `--json` writes it (a fresh copy)."""
+    return lambda stack: json.loads(json.dumps(unchanged_run(stack).to_json()))
+
+
+def find(doc: Doc, type_: str, name: str | None = None) -> Doc:
+    found = [r for r in doc["resources"] if r["type"] == type_ and name in (None, r["name"])]
+    assert found, (type_, name)
+    return found[0]
+
+
+def inputs(doc: Doc, type_: str, name: str | None = None) -> Doc:
+    return find(doc, type_, name)["inputs"]
+
+
+def container(doc: Doc) -> Doc:
+    return inputs(doc, DEPLOYMENT, "analytics-api-blue")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+
+
+def drop(doc: Doc, type_: str) -> None:
+    doc["resources"] = [r for r in doc["resources"] if r["type"] != type_]
+
+
+def plant(doc: Doc, type_: str, name: str, props: Doc) -> None:
+    urn = f"urn:pulumi:x::{PROJECT}::{type_}::{name}"
+    doc["resources"].append({"urn": urn, "type": type_, "name": name, "inputs": props})
+
+
+DB = "aws:rds/instance:Instance"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+STAGE = "aws:apigatewayv2/stage:Stage"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+REPO = "aws:ecr/repository:Repository"
+TOPIC = "aws:sns/topic:Topic"
+
+
+def _no_force_ssl(doc: Doc) -> None:
+    group = inputs(doc, "aws:rds/parameterGroup:ParameterGroup")
+    group["parameters"] = [p for p in group["parameters"] if p["name"] != "rds.force_ssl"]
+
+
+def _db_port_from_a_range(doc: Doc) -> None:
+    rule = inputs(doc, INGRESS, "database-from-cluster-nodes")
+    del rule["referencedSecurityGroupId"]
+    rule["cidrIpv4"] = "10.0.0.0/8"
+
+
+def _non_root(doc: Doc) -> None:
+    spec = inputs(doc, DEPLOYMENT, "analytics-api-blue")["spec"]["template"]["spec"]
+    spec["securityContext"]["runAsUser"] = 1000
+    spec["containers"][0]["securityContext"]["runAsUser"] = 1000
+
+
+def _no_seccomp(doc: Doc) -> None:
+    spec = inputs(doc, DEPLOYMENT, "analytics-api-blue")["spec"]["template"]["spec"]
+    del spec["securityContext"]["seccompProfile"]
+    del spec["containers"][0]["securityContext"]["seccompProfile"]
+
+
+# rule -> (stack, how to break it). Every rule has one; a test checks that.
+VIOLATIONS: dict[str, tuple[str, Callable[[Doc], None]]] = {
+    "rds-encrypted-with-cmk": ("prod", lambda d: inputs(d, DB).update(storageEncrypted=False)),
+    "rds-not-public": ("dev", lambda d: inputs(d, DB).update(publiclyAccessible=True)),
+    "rds-multi-az-in-prod": ("prod", lambda d: inputs(d, DB).update(multiAz=False)),
+    "rds-backup-retention": ("prod", lambda d: inputs(d, DB).update(backupRetentionPeriod=7)),
+    "rds-deletion-protection-in-prod": ("prod", lambda d: find(d, DB).update(protect=False)),
+    "rds-iam-authentication": (
+        "staging",
+        lambda d: inputs(d, DB).update(iamDatabaseAuthenticationEnabled=False),
+    ),
+    "rds-log-exports": (
+        "dev",
+        lambda d: inputs(d, DB).update(enabledCloudwatchLogsExports=["postgresql"]),
+    ),
+    "rds-auto-minor-upgrades": (
+        "dev",
+        lambda d: inputs(d, DB).update(autoMinorVersionUpgrade=False),
+    ),
+    "rds-copy-tags-to-snapshots": ("dev", lambda d: inputs(d, DB).update(copyTagsToSnapshot=False)),
+    "rds-insights-and-monitoring": (
+        "staging",
+        lambda d: inputs(d, DB).update(performanceInsightsEnabled=False),
+    ),
+    "rds-tls-forced": ("prod", _no_force_ssl),
+    "no-internet-ingress": (
+        "dev",
+        lambda d: inputs(d, INGRESS, "api-lb-from-vpc-link").update(cidrIpv4="0.0.0.0/0"),
+    ),
+    "database-port-from-known-groups": ("prod", _db_port_from_a_range),
+    "api-access-logging": ("dev", lambda d: inputs(d, STAGE).pop("accessLogSettings")),
+    "api-throttling": (
+        "prod",
+        lambda d: inputs(d, STAGE)["defaultRouteSettings"].pop("throttlingRateLimit"),
+    ),
+    "api-domain-tls12": (
+        "dev",
+        lambda d: plant(
+            d,
+            "aws:apigatewayv2/domainName:DomainName",
+            "api",
+            {
+                "domainName": "api.example.com",
+                "domainNameConfiguration": {"securityPolicy": "TLS_1_0"},
+            },
+        ),
+    ),
+    "sns-topic-encrypted": ("staging", lambda d: inputs(d, TOPIC).pop("kmsMasterKeyId")),
+    "kms-key-rotation": (
+        "dev",
+        lambda d: inputs(d, "aws:kms/key:Key", "alerts-key").update(enableKeyRotation=False),
+    ),
+    "log-retention": (
+        "prod",
+        lambda d: inputs(d, LOG_GROUP, "api-access-logs").update(retentionInDays=30),
+    ),
+    "log-group-encrypted": (
+        "dev",
+        lambda d: inputs(d, LOG_GROUP, "database-upgrade").pop("kmsKeyId"),
+    ),
+    "ecr-scan-on-push": ("dev", lambda d: inputs(d, REPO).update(imageScanningConfiguration={})),
+    "ecr-immutable-tags": ("dev", lambda d: inputs(d, REPO).update(imageTagMutability="MUTABLE")),
+    "k8s-probes": ("prod", lambda d: container(d).pop("readinessProbe")),
+    "k8s-requests-and-limits": ("prod", lambda d: container(d)["resources"].pop("limits")),
+    "k8s-run-as-non-root": ("prod", _non_root),
+    "k8s-read-only-root-filesystem": (
+        "prod",
+        lambda d: container(d)["securityContext"].update(readOnlyRootFilesystem=False),
+    ),
+    "k8s-no-privilege-escalation": (
+        "prod",
+        lambda d: container(d)["securityContext"].pop("allowPrivilegeEscalation"),
+    ),
+    "k8s-drop-all-capabilities": (
+        "prod",
+        lambda d: container(d)["securityContext"].update(capabilities={"drop": []}),
+    ),
+    "k8s-seccomp": ("prod", _no_seccomp),
+    "k8s-image-pinned": (
+        "prod",
+        lambda d: container(d).update(image="registry.example/app:latest"),
+    ),
+    "k8s-image-digest": ("prod", lambda d: container(d).update(image="registry.example/app:1.4.2")),
+    "k8s-no-token-automount": (
+        "prod",
+        lambda d: inputs(d, DEPLOYMENT, "analytics-api-blue")["spec"]["template"]["spec"].update(
+            automountServiceAccountToken=True
+        ),
+    ),
+    "k8s-pdb-per-deployment": (
+        "prod",
+        lambda d: drop(d, "kubernetes:policy/v1:PodDisruptionBudget"),
+    ),
+    "k8s-network-policy-per-namespace": (
+        "dev",
+        lambda d: drop(d, "kubernetes:networking.k8s.io/v1:NetworkPolicy"),
+    ),
+    "k8s-no-public-load-balancer": (
+        "staging",
+        lambda d: inputs(d, "kubernetes:core/v1:Service", "analytics-api-active")["spec"].update(
+            type="LoadBalancer"
+        ),
+    ),
+    "k8s-no-secrets-in-env": (
+        "dev",
+        lambda d: container(d)["env"].append({"name": "API_TOKEN", "value": "abc123"}),
+    ),
+    "required-tags": ("dev", lambda d: inputs(d, TOPIC)["tags"].pop("Owner")),
+    "no-plaintext-secrets": (
+        "staging",
+        lambda d: inputs(d, "kubernetes:core/v1:ConfigMap")["data"].update(
+            DB_URL="postgres://admin:hunter2@db.internal:5432/analytics"
+        ),
+    ),
+    "protect-stateful-in-prod": ("prod", lambda d: find(d, TOPIC).update(protect=False)),
+    "database-cost-guard": ("dev", lambda d: inputs(d, DB).update(instanceClass="db.r7g.16xlarge")),
+}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_rule_passes_on_every_stack(previews: Callable[[str], Doc], stack: str) -> None:
+    assert check(previews(stack)) == []
+
+
+def test_every_rule_has_a_planted_violation() -> None:
+    assert set(VIOLATIONS) == set(BY_NAME)
+
+
+@pytest.mark.parametrize("rule", sorted(BY_NAME))
+def test_each_rule_fires_on_a_bad_resource_and_stays_quiet_on_a_good_one(
+    previews: Callable[[str], Doc], rule: str
+) -> None:
+    stack, break_it = VIOLATIONS[rule]
+    good = previews(stack)
+    assert check(good, [BY_NAME[rule]]) == []
+    bad = copy.deepcopy(good)
+    break_it(bad)
+    fired = check(bad, [BY_NAME[rule]])
+    assert fired, f"{rule} did not fire"
+    assert {v.policy for v in fired} == {rule}
+    assert all(v.urn.startswith("urn:pulumi:") and v.message for v in fired)
+
+
+def test_every_rule_is_documented_with_a_level_and_a_fix() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### Policy rules", 1)[1].split("\n## ", 1)[0]
+    for rule in POLICIES:
+        assert rule.description, rule.name
+        assert rule.remediation_steps, rule.name
+        assert rule.enforcement_level in (EnforcementLevel.MANDATORY, EnforcementLevel.ADVISORY)
+        assert rule.tags is not None, rule.name
+        assert len(rule.tags) == 1, rule.name
+        row = next((line for line in table.splitlines() if line.startswith(f"| `{rule.name}`")),
+                   None)  # fmt: skip
+        assert row is not None, f"README has no row for {rule.name}"
+        assert f"| {rule.enforcement_level.value} |" in row, rule.name
+    assert BY_NAME["k8s-image-digest"].enforcement_level is EnforcementLevel.ADVISORY
+
+
+# One planted violation per category, through the command line.
+CATEGORY_CASES = {
+    "rds": "rds-not-public",
+    "network": "no-internet-ingress",
+    "api-gateway": "api-access-logging",
+    "sns-kms-logs": "sns-topic-encrypted",
+    "ecr": "ecr-immutable-tags",
+    "kubernetes": "k8s-run-as-non-root",
+    "stack": "required-tags",
+}
+
+
+def test_the_categories_cover_every_rule() -> None:
+    assert {r.tags[0] for r in POLICIES if r.tags} == set(CATEGORY_CASES)
+
+
+@pytest.mark.parametrize(("category", "rule"), sorted(CATEGORY_CASES.items()))
+def test_a_planted_violation_exits_1_and_names_the_rule(
+    previews: Callable[[str], Doc], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    category: str, rule: str,
+) -> None:  # fmt: skip
+    assert BY_NAME[rule].tags == [category]
+    stack, break_it = VIOLATIONS[rule]
+    doc = previews(stack)
+    break_it(doc)
+    path = tmp_path / "preview.json"
+    path.write_text(json.dumps(doc))
+    assert main([str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"MANDATORY {rule}  urn:pulumi:" in out
+    assert "1 mandatory" in out or "mandatory" in out.splitlines()[-1]
+
+
+def test_the_command_exits_0_on_a_clean_preview_and_2_on_unreadable_input(
+    previews: Callable[[str], Doc], tmp_path: Path
+) -> None:
+    clean = tmp_path / "prod.json"
+    clean.write_text(json.dumps(previews("prod")))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    shapeless = tmp_path / "shapeless.json"
+    shapeless.write_text('{"resources": [{"urn": 1}]}')
+    runs = {
+        name: subprocess.run([sys.executable, "-m", "infra.policies", str(path)], cwd=ROOT,
+                             capture_output=True, text=True, check=False)
+        for name, path in [("clean", clean), ("broken", broken), ("shapeless", shapeless),
+                           ("missing", tmp_path / "nope.json")]
+    }  # fmt: skip
+    assert runs["clean"].returncode == 0, runs["clean"].stdout + runs["clean"].stderr
+    assert "0 violation(s)" in runs["clean"].stdout
+    for name in ("broken", "shapeless", "missing"):
+        assert runs[name].returncode == 2, name
+        assert runs[name].stderr.startswith("error: "), name
+        assert "Traceback" not in runs[name].stderr
+
+
+def _analyze_request(resource: Doc) -> Any:
+    props = struct_pb2.Struct()
+    props.update(resource["inputs"])
+    return proto.AnalyzeRequest(
+        type=resource["type"], properties=props, urn=resource["urn"], name=resource["name"],
+        options=proto.AnalyzerResourceOptions(protect=bool(resource.get("protect"))),
+    )  # fmt: skip
+
+
+def test_crossguard_runs_the_same_rules(previews: Callable[[str], Doc]) -> None:
+    """pulumi-policy's own analyzer (what `pulumi preview --policy-pack` talks to)."""
+    servicer = _PolicyAnalyzerServicer(
+        "analytics-platform", "0.1.0", POLICIES, EnforcementLevel.ADVISORY,
+        None, None, None, None, None, None, None,
+    )  # fmt: skip
+    info = servicer.GetAnalyzerInfo(None, None)
+    assert {p.name for p in info.policies} == set(BY_NAME)
+    doc = previews("prod")
+    db = find(doc, DB)
+    assert not servicer.Analyze(_analyze_request(db), None).diagnostics
+    db["inputs"]["publiclyAccessible"] = True
+    diagnostics = servicer.Analyze(_analyze_request(db), None).diagnostics
+    assert [d.policyName for d in diagnostics] == ["rds-not-public"]
+    resource_rules = [p for p in POLICIES if isinstance(p, ResourceValidationPolicy)]
+    assert len(resource_rules) > 30
+
+
+def test_the_policy_pack_builds_a_pack_of_every_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pulumi_policy
+
+    built: dict[str, Any] = {}
+
+    def record(name: str, policies: list[Any], **kwargs: Any) -> None:
+        built.update(name=name, policies=policies, **kwargs)
+
+    monkeypatch.setattr(pulumi_policy, "PolicyPack", record)
+    runpy.run_path(str(ROOT / "policy" / "__main__.py"), run_name="__main__")
+    assert built["name"] == "analytics-platform"
+    assert built["policies"] == POLICIES
+    pack = (ROOT / "policy" / "PulumiPolicy.yaml").read_text()
+    assert "name: python" in pack
+    requirements = (ROOT / "policy" / "requirements.txt").read_text()
+    assert "-r ../requirements.txt" in requirements
+    assert "pulumi-policy==" in requirements
