@@ -1,6 +1,6 @@
 """Offline preview: what a stack would create, with no cloud credentials and no Pulumi CLI.
 
-    python -m infra.preview --stack NAME [--json FILE]
+    python -m infra.preview --stack NAME [--json FILE] [--diff BASE.json]
 
 Reads Pulumi.yaml and Pulumi.NAME.yaml, runs the program as the language host does against the
 offline engine (infra/mock_engine.py), and prints the plan. Every secret shows as "[secret]".
@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from pulumi import RunError
 
 from infra.mock_engine import ProgramRun, ResourceRecord, mask_secrets, run_program
+from infra.plan_diff import compare, render
 from infra.stackfiles import StackFileError, load_stack_config
 
 EXIT_OK, EXIT_PROGRAM_ERROR, EXIT_BAD_INPUT = 0, 1, 2
@@ -89,9 +90,24 @@ def main(argv: Sequence[str] | None = None, project_dir: Path = PROJECT_DIR) -> 
         help="folder holding Pulumi.yaml (default: this repository)",
     )
     parser.add_argument(
+        "--diff",
+        type=Path,
+        metavar="BASE.json",
+        help="print a markdown diff against an earlier preview JSON instead of the plan",
+    )
+    parser.add_argument(
         "--debug", action="store_true", help="print the traceback when the program fails"
     )
     args = parser.parse_args(argv)
+    base: dict[str, Any] | None = None
+    if args.diff:
+        try:
+            base = json.loads(args.diff.read_text(encoding="utf-8"))
+            if not isinstance(base, dict) or not isinstance(base.get("resources"), list):
+                raise ValueError("expected an object with a `resources` list")
+        except (OSError, ValueError) as exc:
+            print(f"error: --diff {args.diff}: not a preview JSON: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
 
     try:
         stack = load_stack_config(args.project_dir, args.stack)
@@ -120,7 +136,10 @@ def main(argv: Sequence[str] | None = None, project_dir: Path = PROJECT_DIR) -> 
     for level, message in run.log:
         if level in ("warning", "error"):
             print(f"{level}: {message}", file=sys.stderr)
-    render_plan(run, sys.stdout)
+    if base is not None:
+        sys.stdout.write(render(compare(base, run.to_json())))
+    else:
+        render_plan(run, sys.stdout)
     if args.json:
         args.json.write_text(json.dumps(run.to_json(), indent=2, sort_keys=True) + "\n")
         print(f"\nwrote {args.json}")

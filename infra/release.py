@@ -322,6 +322,17 @@ class Release:
         self.log(f"{new} is active")
         return EXIT_OK
 
+    def check(self, active_url: str) -> int:
+        """The post-deploy smoke test: the active endpoint is ready and serves the active color."""
+        color = self.service.active_color
+        version = getattr(self.service, color).version
+        try:
+            self._verify_active(active_url, color, version)
+        except ReleaseFailed as failure:
+            self.log(f"FAILED: {failure}")
+            return EXIT_ROLLED_BACK
+        return EXIT_OK
+
     def rollback(self) -> int:
         previous = self.service.preview_color
         self.log(f"rolling back to {previous}")
@@ -452,6 +463,8 @@ def dry_run(command: str, stack: str, service: str | None, image: str | None,
                     f"verify X-Color={idle} through the active endpoint",
                     f"on failure: switch back to {active}, exit 1"],
         "rollback": [f"set services.{name}.activeColor = {idle}", "targeted pulumi up"],
+        "check": [f"GET /health/ready and /api/v1/status through the active endpoint: "
+                  f"{active} {getattr(selected, active).version}, up to 3 tries"],
         "canary": [f"weights {list(settings.release.canary_steps)} to {idle}, "
                    f"{settings.release.canary_pause_seconds}s apart",
                    f"gate: 5xx rate <= {settings.release.max_error_rate}, "
@@ -467,7 +480,9 @@ def dry_run(command: str, stack: str, service: str | None, image: str | None,
 def main(argv: Sequence[str] | None = None, backend: StackBackend | None = None,
          project_dir: Path = PROJECT_DIR, **release_options: Any) -> int:  # fmt: skip
     parser = argparse.ArgumentParser(prog="python -m infra.release", description=__doc__)
-    parser.add_argument("command", choices=["status", "deploy", "promote", "rollback", "canary"])
+    parser.add_argument(
+        "command", choices=["status", "check", "deploy", "promote", "rollback", "canary"]
+    )
     parser.add_argument("--stack", required=True)
     parser.add_argument("--service", help="a services entry (default: the API's service)")
     parser.add_argument("--image", help="deploy: the image reference to put on the idle color")
@@ -498,6 +513,8 @@ def main(argv: Sequence[str] | None = None, backend: StackBackend | None = None,
             return release.deploy(args.image, args.app_version, args.preview_url.rstrip("/"))
         if not active_url:
             raise BadInput(f"{args.command} needs --active-url")
+        if args.command == "check":
+            return release.check(active_url.rstrip("/"))
         if args.command == "promote":
             return release.promote(active_url.rstrip("/"))
         if release.metrics is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,42 @@ def policy_doc(text: str) -> dict[str, Any]:
     doc = json.loads(text)
     assert doc["Version"] == "2012-10-17"
     return doc
+
+
+DB_CALL = "instance = aws.rds.Instance(\n            name,"
+
+
+def renamed_database(tmp_path: Path, new_name: str, alias: bool) -> Path:
+    """A copy of the program whose database instance has another logical name."""
+    main_dir = tmp_path / "infra"
+    shutil.copytree(ROOT / "infra", main_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (main_dir / "database.py").read_text()
+    assert DB_CALL in source
+    options = "opts=self.stateful_opts(depends_on=log_groups),"
+    assert options in source
+    renamed = source.replace(DB_CALL, f'instance = aws.rds.Instance(\n            "{new_name}",')
+    if alias:
+        renamed = renamed.replace(
+            options,
+            "opts=self.stateful_opts(depends_on=log_groups, aliases=[pulumi.Alias(name=name)]),",
+        )
+    (main_dir / "database.py").write_text(renamed)
+    return main_dir
+
+
+def preview_of_copy(stack: str, main_dir: Path) -> dict[str, Any]:
+    """The preview of a changed copy of the program, imported afresh as the `infra` package."""
+    saved_modules = {k: v for k, v in sys.modules.items() if k == "infra" or k.startswith("infra.")}
+    saved_path = list(sys.path)
+    for key in saved_modules:
+        del sys.modules[key]
+    sys.path.insert(0, str(main_dir.parent))
+    try:
+        config, secret_keys = stack_config(stack)
+        run = run_program(main_dir, PROJECT, stack, config, secret_keys, FakeCloud())
+        return json.loads(json.dumps(run.to_json()))
+    finally:
+        for key in [k for k in sys.modules if k == "infra" or k.startswith("infra.")]:
+            del sys.modules[key]
+        sys.modules.update(saved_modules)
+        sys.path[:] = saved_path

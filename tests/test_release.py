@@ -215,3 +215,18 @@ def test_version_comes_from_the_image_tag_or_digest() -> None:
     assert release.version_from_image(NEW_IMAGE) == "2.0.0"
     digest = "r.example.com/a/b@sha256:" + "ab" * 32
     assert release.version_from_image(digest) == "sha256-abababababab"
+
+
+def test_check_passes_when_the_active_endpoint_serves_the_active_color(
+    cluster: FakeCluster,
+) -> None:
+    h = Harness(cluster)
+    assert h.run("check", "--active-url", cluster.url("active")) == 0
+    assert any("verified: active endpoint serves blue" in line for line in h.lines)
+
+
+def test_check_fails_when_the_active_endpoint_serves_another_color(cluster: FakeCluster) -> None:
+    h = Harness(cluster)
+    # The preview Service answers with green: not what the stack says is active.
+    assert h.run("check", "--active-url", cluster.url("preview")) == 1
+    assert any(line.endswith("active endpoint does not serve blue 1.4.2") for line in h.lines)

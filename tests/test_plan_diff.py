@@ -1,0 +1,99 @@
+"""The offline plan diff: what a pull request changes in a stack, as markdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.mock_engine import FAKE_DB_PASSWORD
+from infra.plan_diff import compare, render
+from infra.preview import main
+from infra.stackfiles import secret_placeholder
+from tests.conftest import RunStack, preview_of_copy, renamed_database, unchanged_run
+
+
+def _doc(stack: str) -> dict[str, Any]:
+    return json.loads(json.dumps(unchanged_run(stack).to_json()))
+
+
+def _diff_cli(stack: str, base: dict[str, Any], tmp_path: Path,
+              capsys: pytest.CaptureFixture[str]) -> str:  # fmt: skip
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(base))
+    assert main(["--stack", stack, "--diff", str(path)]) == 0
+    return capsys.readouterr().out
+
+
+def test_an_unchanged_stack_prints_no_changes_and_no_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _diff_cli("prod", _doc("prod"), tmp_path, capsys)
+    assert "No changes: the `prod` stack is the same as on the base branch." in out
+    assert "WARNING" not in out
+
+
+def test_a_changed_property_shows_its_old_and_new_value_under_its_component(
+    run_stack: RunStack,
+) -> None:
+    head = run_stack("prod", overrides={"database": {"backupRetentionDays": 35}}).to_json()
+    text = render(compare(_doc("prod"), json.loads(json.dumps(head))))
+    assert "0 to add, 1 to change, 0 to remove." in text
+    section = text.split("#### database\n", 1)[1]
+    assert section.startswith("- **change** `aws:rds/instance:Instance` `database`\n")
+    assert "  - `backupRetentionPeriod`: `30` → `35`" in section
+    assert "WARNING" not in text
+
+
+def test_added_and_removed_resources_are_listed(run_stack: RunStack) -> None:
+    head = json.loads(json.dumps(run_stack("dev", overrides={"alerts": {"emails": []}}).to_json()))
+    text = render(compare(_doc("dev"), head))
+    assert "- **remove** `aws:sns/topicSubscription:TopicSubscription` `alerts-email-" in text
+    reverse = render(compare(head, _doc("dev")))
+    assert "- **add** `aws:sns/topicSubscription:TopicSubscription` `alerts-email-" in reverse
+
+
+def test_secrets_show_as_secret_and_never_in_plaintext() -> None:
+    base = _doc("prod")
+    # A base that held the database Secret's data in the clear (as a leak would).
+    [secret] = [r for r in base["resources"] if r["type"] == "kubernetes:core/v1:Secret"]
+    secret["inputs"]["stringData"] = {"DB_USER": "analytics_admin"}
+    text = render(compare(base, _doc("prod")))
+    assert "`stringData.DB_USER`: `analytics_admin` → `<absent>`" in text
+    assert "`stringData`: `<absent>` → `[secret]`" in text
+    assert FAKE_DB_PASSWORD not in text
+    assert secret_placeholder("analytics-platform:alertsWebhookUrl") not in text
+
+
+def test_a_renamed_database_gets_a_warning_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = preview_of_copy("prod", renamed_database(tmp_path, "analytics-db", alias=False))
+    text = render(compare(_doc("prod"), head))
+    [warning] = [line for line in text.splitlines() if line.startswith("WARNING:")]
+    assert warning.startswith(
+        "WARNING: stateful resource database (aws:rds/instance:Instance) would be deleted or "
+        "replaced"
+    )
+    assert "- **add** `aws:rds/instance:Instance` `analytics-db`" in text
+
+
+def test_an_aliased_rename_is_a_change_not_a_deletion(tmp_path: Path) -> None:
+    head = preview_of_copy("prod", renamed_database(tmp_path, "analytics-db", alias=True))
+    diff = compare(_doc("prod"), head)
+    assert not diff.warnings
+    assert not diff.removed
+    [change] = [c for c in diff.changed if c.resource["name"] == "analytics-db"]
+    assert change.renamed_from is not None
+    assert change.renamed_from.endswith("::database")
+    assert "(renamed from `database`, aliased)" in render(diff)
+
+
+def test_an_unreadable_base_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "base.json"
+    broken.write_text('{"no": "resources"}')
+    assert main(["--stack", "dev", "--diff", str(broken)]) == 2
+    assert "not a preview JSON" in capsys.readouterr().err
+    assert main(["--stack", "dev", "--diff", str(tmp_path / "missing.json")]) == 2

@@ -1,0 +1,148 @@
+"""GitHub workflows: pinned, least-privilege, injection-free, schema-valid, zizmor-clean."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+BIN = Path(sys.executable).parent
+STACKS = ["dev", "staging", "prod"]
+
+
+def _load(name: str) -> dict[Any, Any]:
+    return yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
+
+
+def _on(workflow: dict[Any, Any]) -> dict[str, Any]:
+    # YAML 1.1 reads the key `on` as True.
+    return workflow.get("on", workflow.get(True))
+
+
+def _steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+def test_the_expected_workflows_exist() -> None:
+    assert {w.name for w in WORKFLOWS} == {
+        "ci.yml", "preview.yml", "preview-comment.yml", "deploy.yml", "drift.yml",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_is_pinned_by_commit_sha_with_its_version(path: Path) -> None:
+    uses = [line.strip() for line in path.read_text().splitlines() if "uses:" in line]
+    assert uses
+    for line in uses:
+        assert re.search(r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*$", line), line
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_workflow_sets_least_privilege_permissions(path: Path) -> None:
+    workflow = yaml.safe_load(path.read_text())
+    assert "permissions" in workflow, "no top-level permissions"
+    top = workflow["permissions"] or {}
+    assert all(level == "read" for level in top.values()), top
+    for name, job in workflow["jobs"].items():
+        granted = job.get("permissions", {})
+        assert granted != "write-all", name
+        for scope, level in granted.items():
+            assert level in ("read", "write", "none"), (name, scope)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_expression_is_interpolated_into_a_run_script(path: Path) -> None:
+    for step in _steps(yaml.safe_load(path.read_text())):
+        assert "${{" not in step.get("run", ""), f"{step.get('name')}: pass it through env"
+
+
+def test_workflows_validate_against_the_github_workflow_schema() -> None:
+    result = subprocess.run(
+        [BIN / "check-jsonschema", "--builtin-schema", "vendor.github-workflows", *WORKFLOWS],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_pass_zizmor_offline() -> None:
+    result = subprocess.run(
+        [BIN / "zizmor", "--offline", "--persona", "pedantic", "--no-progress",
+         ROOT / ".github" / "workflows"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings to report" in result.stdout
+
+
+def test_ci_runs_make_test_and_audits_the_pins() -> None:
+    ci = _load("ci.yml")
+    assert set(_on(ci)) == {"pull_request", "push"}
+    runs = [s.get("run", "") for s in _steps(ci)]
+    assert "make test" in runs
+    assert any("pip_audit" in r and "constraints.txt" in r for r in runs)
+    setups = [s for s in _steps(ci) if "setup-python" in s.get("uses", "")]
+    assert all(s["with"]["cache"] == "pip" for s in setups)
+
+
+def test_every_pull_request_gets_an_offline_diff_per_stack_without_secrets() -> None:
+    preview = _load("preview.yml")
+    assert list(_on(preview)) == ["pull_request"]
+    offline = preview["jobs"]["offline-diff"]
+    assert offline["strategy"]["matrix"]["stack"] == STACKS
+    assert offline["permissions"] == {"contents": "read"}
+    assert "secrets." not in yaml.safe_dump(offline)
+    assert any("--diff" in s.get("run", "") for s in offline["steps"])
+    comment = _load("preview-comment.yml")
+    assert _on(comment)["workflow_run"]["workflows"] == ["preview"]
+    [job] = comment["jobs"].values()
+    assert job["permissions"] == {"actions": "read", "pull-requests": "write"}
+    assert not any("checkout" in s.get("uses", "") for s in job["steps"])
+
+
+def test_the_real_preview_runs_the_policy_pack_with_oidc_credentials_on_same_repo_prs() -> None:
+    job = _load("preview.yml")["jobs"]["real-preview"]
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in job["if"]
+    assert job["permissions"]["id-token"] == "write"
+    steps = {s.get("uses", "").split("@")[0]: s for s in job["steps"]}
+    assert "role-to-assume" in steps["aws-actions/configure-aws-credentials"]["with"]
+    pulumi = steps["pulumi/actions"]["with"]
+    assert pulumi["command"] == "preview"
+    assert pulumi["policyPacks"] == "policy"
+    assert pulumi["comment-on-pr"] is True
+    assert pulumi["cloud-url"] == "${{ vars.PULUMI_BACKEND_URL }}"
+
+
+def test_deploys_are_guarded_serialised_per_stack_and_smoke_tested() -> None:
+    deploy = _load("deploy.yml")
+    assert _on(deploy)["push"]["branches"] == ["main", "develop"]
+    up = deploy["jobs"]["up"]
+    assert "'production'" in up["environment"]["name"]
+    assert up["concurrency"] == {"group": "deploy-${{ matrix.stack }}", "cancel-in-progress": False}
+    assert up["permissions"]["id-token"] == "write"
+    runs = "\n".join(s.get("run", "") for s in up["steps"])
+    assert "infra.release check" in runs
+    assert any(s.get("if") == "always()" and "CHAT_WEBHOOK_URL" in s.get("env", {})
+               for s in up["steps"])  # fmt: skip
+    dispatch = _on(deploy)["workflow_dispatch"]["inputs"]
+    assert dispatch["action"]["options"] == ["promote", "rollback"]
+    assert dispatch["stack"]["options"] == STACKS
+    assert deploy["jobs"]["release"]["concurrency"]["group"] == "deploy-${{ inputs.stack }}"
+
+
+def test_drift_is_checked_on_a_schedule_and_on_dispatch() -> None:
+    drift = _load("drift.yml")
+    assert {"schedule", "workflow_dispatch"} == set(_on(drift))
+    job = drift["jobs"]["refresh"]
+    assert job["strategy"]["matrix"]["stack"] == STACKS
+    runs = "\n".join(s.get("run", "") for s in job["steps"])
+    assert "pulumi refresh" in runs
+    assert "--preview-only --expect-no-changes" in runs
+    assert any(s.get("if") == "failure()" for s in job["steps"])
