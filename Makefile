@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STACK ?= dev
 
-.PHONY: preview test lint typecheck security pytest state-snapshot constraints clean
+.PHONY: preview test lint typecheck security pytest bench state-snapshot constraints clean
 
 $(STAMP): requirements.txt requirements-dev.txt app/requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,17 +21,21 @@ preview: $(STAMP)
 test: lint typecheck security pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check infra tests app policy
-	$(PY) -m ruff format --check infra tests app policy
+	$(PY) -m ruff check infra tests app policy bench
+	$(PY) -m ruff format --check infra tests app policy bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/basedpyright
 
 security: $(STAMP)
-	$(PY) -m bandit --quiet --recursive infra app
+	$(PY) -m bandit --quiet --recursive infra app bench
 
 pytest: $(STAMP)
 	$(PY) -m pytest -q -n auto
+
+# Not part of `make test`: prints preview/floor, scaling, critical path and make test figures.
+bench: $(STAMP)
+	$(PY) -m bench
 
 # Records the stacks' stateful URNs (state/stateful-urns.json): a deliberate act, reviewed in the PR.
 state-snapshot: $(STAMP)

@@ -90,7 +90,7 @@ class BlueGreenService(PlatformComponent):
             automount_service_account_token=False,
             opts=k8s_opts,
         )
-        k8s.core.v1.ConfigMap(
+        config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=self._meta(f"{settings.name}-config"),
             data=self._config_data(database),
@@ -99,7 +99,7 @@ class BlueGreenService(PlatformComponent):
         credentials = aws.secretsmanager.get_secret_version_output(
             secret_id=database.master_secret_arn, opts=pulumi.InvokeOutputOptions(parent=self)
         )
-        k8s.core.v1.Secret(
+        db_secret = k8s.core.v1.Secret(
             f"{name}-database",
             metadata=self._meta(f"{settings.name}-database"),
             type="Opaque",
@@ -126,7 +126,9 @@ class BlueGreenService(PlatformComponent):
                     color_settings.image or default_image,
                     color_settings.version,
                 ),
-                opts=k8s_opts,
+                # The pods read both at start (envFrom) and turn ready only once the database
+                # answers: a rollout started before they exist would time out waiting.
+                opts=self.child_opts(depends_on=[namespace, config_map, db_secret]),
             )
             if replicas > 0:
                 k8s.policy.v1.PodDisruptionBudget(

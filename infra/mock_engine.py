@@ -510,11 +510,44 @@ def run_program(
     """
     cloud = mocks or FakeCloud()
     monitor = RecordingMonitor(cloud)
+    handler = _ListHandler()
+    main = str(main_dir)
+
+    def program() -> None:
+        runpy.run_path(main, run_name="__main__")
+
+    sys.path.insert(0, main)
+    try:
+        run_in_runtime(program, monitor, project, stack, config, secret_keys, main_dir.parent,
+                       handler)  # fmt: skip
+    finally:
+        sys.path.remove(main)
+    return ProgramRun(
+        project=project,
+        stack=stack,
+        # Registration order depends on thread timing; URN order is stable run to run.
+        resources=sorted(monitor.records, key=lambda r: r.urn),
+        invokes=cloud.invokes,
+        outputs=monitor.stack_outputs,
+        log=handler.messages,
+    )
+
+
+def run_in_runtime(
+    program: Callable[[], None],
+    monitor: pulumi_mocks.MockMonitor,
+    project: str,
+    stack: str,
+    config: Mapping[str, str],
+    secret_keys: Iterable[str],
+    root_directory: Path,
+    log_handler: logging.Handler | None = None,
+) -> None:
+    """Run `program` as the language host would, against `monitor`, with `dry_run=False`."""
     logger = logging.getLogger(f"offline-engine.{stack}")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
-    handler = _ListHandler()
-    logger.handlers = [handler]
+    logger.handlers = [log_handler] if log_handler else []
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -539,34 +572,18 @@ def run_program(
             stack=stack,
             dry_run=False,
             organization="organization",
-            root_directory=str(main_dir.parent),
+            root_directory=str(root_directory),
             callbacks=None,
             outputs=set(),
         )
     )
     set_all_config(dict(config), list(secret_keys))
-    main = str(main_dir)
-
-    def program() -> None:
-        runpy.run_path(main, run_name="__main__")
-
-    sys.path.insert(0, main)
     try:
         loop.run_until_complete(run_in_stack(program))
     finally:
-        sys.path.remove(main)
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
         for thread_loop in thread_loops:
             thread_loop.close()
         asyncio.set_event_loop(None)
         runtime_settings.ROOT.set(None)
-    return ProgramRun(
-        project=project,
-        stack=stack,
-        # Registration order depends on thread timing; URN order is stable run to run.
-        resources=sorted(monitor.records, key=lambda r: r.urn),
-        invokes=cloud.invokes,
-        outputs=monitor.stack_outputs,
-        log=handler.messages,
-    )

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.policies._rules import STATEFUL_TYPES
 from infra.state_safety import alias_urns
+from infra.stateful import STATEFUL_TYPES
 
 Resource = Mapping[str, Any]
 _MAX_VALUE = 80

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.mock_engine import engine_urn
-from infra.policies._rules import STATEFUL_TYPES
+from infra.stateful import STATEFUL_TYPES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SNAPSHOT = PROJECT_DIR / "state" / "stateful-urns.json"

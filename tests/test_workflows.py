@@ -146,3 +146,12 @@ def test_drift_is_checked_on_a_schedule_and_on_dispatch() -> None:
     assert "pulumi refresh" in runs
     assert "--preview-only --expect-no-changes" in runs
     assert any(s.get("if") == "failure()" for s in job["steps"])
+
+
+def test_pull_requests_gate_the_preview_floor_ratio_of_base_and_head_in_one_job() -> None:
+    job = _load("ci.yml")["jobs"]["bench-gate"]
+    assert job["if"] == "github.event_name == 'pull_request'"
+    script = "\n".join(s.get("run", "") for s in job["steps"])
+    assert "--ratio-json ../base-ratio.json" in script
+    assert "--ratio-json ../head-ratio.json" in script
+    assert "--gate ../base-ratio.json ../head-ratio.json" in script

@@ -26,6 +26,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+from infra.stateful import STATEFUL_TYPES as STATEFUL_TYPES
 from infra.tiers import TIERS, Tier
 
 MANDATORY = EnforcementLevel.MANDATORY
@@ -34,16 +35,6 @@ ADVISORY = EnforcementLevel.ADVISORY
 # The offline preview shows every secret as this; under CrossGuard secrets arrive decrypted.
 MASKED = "[secret]"
 REQUIRED_TAGS = ("Environment", "Project", "Stack", "Owner", "CostCenter", "ManagedBy", "Component")
-# Types that hold data or keys: never replaced or deleted by accident.
-STATEFUL_TYPES = frozenset(
-    {
-        "aws:rds/instance:Instance",
-        "aws:kms/key:Key",
-        "aws:cloudwatch/logGroup:LogGroup",
-        "aws:ecr/repository:Repository",
-        "aws:sns/topic:Topic",
-    }
-)
 
 ResourceCheck = Callable[[ResourceValidationArgs], Iterable[str]]
 # yields (urn, message)
