@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 
-from infra.mock_engine import ProgramRun, ResourceRecord, is_secret, reveal, run_in_runtime
+from infra.mock_engine import ProgramRun, ResourceRecord, reveal_all, run_in_runtime
 from infra.preview import PROJECT_DIR
 
 
@@ -23,16 +23,6 @@ class TrivialMocks(pulumi_mocks.Mocks):
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
         return {}, []
-
-
-def _plain(value: Any) -> Any:
-    if is_secret(value):
-        return _plain(reveal(value))
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _depth(record: ResourceRecord, by_urn: dict[str, ResourceRecord]) -> int:
@@ -50,7 +40,7 @@ def replay_program(run: ProgramRun) -> Callable[[], None]:
         made: dict[str, pulumi.Resource] = {}
         for r in ordered:
             opts = pulumi.ResourceOptions(parent=made.get(r.parent or ""))
-            props = _plain(r.inputs)
+            props = reveal_all(r.inputs)
             if not r.custom:
                 resource: pulumi.Resource = pulumi.ComponentResource(r.type, r.name, None, opts)
             elif r.type.startswith("pulumi:providers:"):

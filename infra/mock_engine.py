@@ -47,6 +47,17 @@ def reveal(value: Any) -> Any:
     return rpc.unwrap_rpc_secret(value)
 
 
+def reveal_all(value: Any) -> Any:
+    """`value` with every secret wrapper, however deep, replaced by what it holds."""
+    if is_secret(value):
+        return reveal_all(reveal(value))
+    if isinstance(value, dict):
+        return {k: reveal_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal_all(v) for v in value]
+    return value
+
+
 def mask_secrets(value: Any) -> Any:
     """A JSON-ready copy of `value` with every secret replaced by "[secret]".
 

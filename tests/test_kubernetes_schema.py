@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from infra.mock_engine import ProgramRun, is_secret, reveal
+from infra.mock_engine import ProgramRun, reveal_all
 from tests.conftest import STACKS, RunStack, stack_yaml
 
 # Custom resources have no schema in kubernetes-validate; these fields are what their
@@ -26,22 +26,12 @@ CRD_REQUIRED = {
 }
 
 
-def _revealed(value: Any) -> Any:
-    if is_secret(value):
-        return _revealed(reveal(value))
-    if isinstance(value, dict):
-        return {k: _revealed(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_revealed(v) for v in value]
-    return value
-
-
 def manifests(run: ProgramRun) -> list[dict[str, Any]]:
     """The Kubernetes objects of a run, as the provider will send them to the API server."""
     objects = []
     for record in run.resources:
         if record.custom and record.type.startswith("kubernetes:"):
-            objects.append(_revealed(record.inputs))
+            objects.append(reveal_all(record.inputs))
     return objects
 
 
