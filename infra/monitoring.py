@@ -6,8 +6,8 @@ HTTP APIs (`5xx`, `4xx`, `Latency` with `ApiId` and `Stage`), not REST APIs' (`5
 
 Thresholds come from the tier table (`infra/tiers.py`, `monitoring.*`) and can be overridden in
 config; the metrics, statistics, periods and evaluation windows are here, as AWS recommends them.
-Alarms and the dashboard are built from the same `Metric` values, so what the dashboard shows is
-what the alarms watch.
+Alarms and the dashboard build their metrics with the same functions (`rds_metric`,
+`api_metric`), and the services' panels show exactly their alarms' metrics.
 """
 
 from __future__ import annotations
@@ -99,13 +99,22 @@ class WatchedApi:
     target_group_arn_suffixes: Mapping[str, pulumi.Input[str]]
 
 
+def rds_metric(db: WatchedDatabase, name: str, statistic: str, label: str) -> Metric:
+    return Metric("AWS/RDS", name, {"DBInstanceIdentifier": db.identifier}, statistic, label)
+
+
+def api_metric(api: WatchedApi, name: str, statistic: str, label: str) -> Metric:
+    """An HTTP API metric of the stage (HTTP APIs: `ApiId` and `Stage`, not REST's `ApiName`)."""
+    dims = {"ApiId": api.api_id, "Stage": api.stage}
+    return Metric("AWS/ApiGateway", name, dims, statistic, label)
+
+
 def database_alarms(db: WatchedDatabase, settings: MonitoringSettings) -> list[AlarmSpec]:
     """AWS's recommended RDS alarms, with thresholds scaled to the instance class."""
     t = settings.database
-    dims = {"DBInstanceIdentifier": db.identifier}
 
     def rds(name: str, statistic: str, label: str) -> Metric:
-        return Metric("AWS/RDS", name, dims, statistic, label)
+        return rds_metric(db, name, statistic, label)
 
     # RDS publishes these every minute while the instance runs. A gap means it is stopped,
     # rebooting or failing over: the API and load balancer alarms page for that, so a gap here
@@ -209,10 +218,9 @@ def database_alarms(db: WatchedDatabase, settings: MonitoringSettings) -> list[A
 def api_alarms(api: WatchedApi, settings: MonitoringSettings) -> list[AlarmSpec]:
     """HTTP API alarms: the Average of 5xx / 4xx is the share of requests that failed."""
     t = settings.api
-    dims = {"ApiId": api.api_id, "Stage": api.stage}
 
     def gateway(name: str, statistic: str, label: str) -> Metric:
-        return Metric("AWS/ApiGateway", name, dims, statistic, label)
+        return api_metric(api, name, statistic, label)
 
     # HTTP APIs publish nothing for a minute without requests: no traffic is no errors and
     # no latency ("notBreaching"); a dead backend still shows as 5xx from the gateway.
@@ -464,14 +472,11 @@ class Monitoring(PlatformComponent):
         api: WatchedApi,
         specs_by_service: Mapping[str, Sequence[AlarmSpec]],
     ) -> dict[str, Any]:
-        api_dims = {"ApiId": api.api_id, "Stage": api.stage}
-        db_dims = {"DBInstanceIdentifier": database.identifier}
-
         def gateway(name: str, statistic: str, label: str) -> Metric:
-            return Metric("AWS/ApiGateway", name, api_dims, statistic, label)
+            return api_metric(api, name, statistic, label)
 
         def rds(name: str, statistic: str, label: str) -> Metric:
-            return Metric("AWS/RDS", name, db_dims, statistic, label)
+            return rds_metric(database, name, statistic, label)
 
         panels: list[tuple[str, list[Metric]]] = [
             ("API traffic and errors", [gateway("Count", "Sum", "Requests"),

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 
 import pytest
 
 from infra.component import StackContext
 from infra.mock_engine import ProgramRun
+from infra.policies._rules import is_taggable
 from tests.conftest import STACKS, RunStack, stack_yaml
-
-
-def _is_taggable(type_token: str) -> bool:
-    """Whether the pulumi_aws resource class for `aws:<module>/<x>:<Class>` takes `tags`."""
-    module_path, class_name = type_token.split(":")[1].split("/")[0], type_token.split(":")[2]
-    module = importlib.import_module(f"pulumi_aws.{module_path}")
-    init = getattr(module, class_name)._internal_init
-    return "tags" in inspect.signature(init).parameters
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -35,7 +26,7 @@ def test_every_taggable_aws_resource_carries_the_common_tags(
         "CostCenter": config["analytics-platform:tags"]["costCenter"],
         "ManagedBy": "pulumi",
     }
-    taggable = [r for r in run.resources if r.type.startswith("aws:") and _is_taggable(r.type)]
+    taggable = [r for r in run.resources if r.type.startswith("aws:") and is_taggable(r.type)]
     assert len(taggable) >= 2
     for record in taggable:
         tags = record.inputs.get("tags", {})
@@ -44,8 +35,8 @@ def test_every_taggable_aws_resource_carries_the_common_tags(
 
 
 def test_untaggable_types_are_recognised() -> None:
-    assert _is_taggable("aws:sns/topic:Topic")
-    assert not _is_taggable("aws:sns/topicPolicy:TopicPolicy")
+    assert is_taggable("aws:sns/topic:Topic")
+    assert not is_taggable("aws:sns/topicPolicy:TopicPolicy")
 
 
 def _context(stack: str = "dev") -> StackContext:

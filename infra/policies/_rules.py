@@ -26,19 +26,32 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+# The offline preview shows every secret as MASKED; under CrossGuard secrets arrive decrypted.
+from infra.mock_engine import MASKED
 from infra.stateful import STATEFUL_TYPES as STATEFUL_TYPES
 from infra.tiers import TIERS, Tier
 
 MANDATORY = EnforcementLevel.MANDATORY
 ADVISORY = EnforcementLevel.ADVISORY
 
-# The offline preview shows every secret as this; under CrossGuard secrets arrive decrypted.
-MASKED = "[secret]"
 REQUIRED_TAGS = ("Environment", "Project", "Stack", "Owner", "CostCenter", "ManagedBy", "Component")
 
 ResourceCheck = Callable[[ResourceValidationArgs], Iterable[str]]
 # yields (urn, message)
 StackCheck = Callable[[Sequence[PolicyResource]], Iterable[tuple[str, str]]]
+
+
+def _metadata(
+    name: str, category: str, description: str, remediation: str, level: EnforcementLevel
+) -> dict[str, Any]:
+    """What every rule carries, whichever kind it is; the category is its one tag."""
+    return {
+        "name": name,
+        "description": description,
+        "enforcement_level": level,
+        "tags": [category],
+        "remediation_steps": remediation,
+    }
 
 
 def resource_rule(
@@ -58,12 +71,7 @@ def resource_rule(
                 report(message, None)
 
     return ResourceValidationPolicy(
-        name=name,
-        description=description,
-        validate=validate,
-        enforcement_level=level,
-        tags=[category],
-        remediation_steps=remediation,
+        validate=validate, **_metadata(name, category, description, remediation, level)
     )
 
 
@@ -80,12 +88,7 @@ def stack_rule(
             report(message, urn)
 
     return StackValidationPolicy(
-        name=name,
-        description=description,
-        validate=validate,
-        enforcement_level=level,
-        tags=[category],
-        remediation_steps=remediation,
+        validate=validate, **_metadata(name, category, description, remediation, level)
     )
 
 

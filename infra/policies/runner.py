@@ -22,6 +22,7 @@ from pulumi_policy import (
 )
 
 from infra.policies import POLICIES, Rule
+from infra.state_safety import alias_urns
 
 
 class BadPreview(ValueError):
@@ -40,32 +41,39 @@ class Violation:
         return self.level == EnforcementLevel.MANDATORY.value
 
 
-def _options(resource: Mapping[str, Any]) -> PolicyResourceOptions:
+def _options(resource: Mapping[str, Any], stack: str, project: str) -> PolicyResourceOptions:
     return PolicyResourceOptions(
         protect=bool(resource.get("protect")),
         ignore_changes=[],
         delete_before_replace=None,
-        aliases=[str(a.get("urn", a)) for a in resource.get("aliases") or []],
+        # CrossGuard hands rules the earlier URNs; the JSON has the alias specs the SDK sent.
+        aliases=sorted(alias_urns(resource, stack, project)),
         custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
         additional_secret_outputs=[],
         parent=resource.get("parent"),
     )
 
 
-def _resources(preview: object) -> list[Mapping[str, Any]]:
-    resources = preview.get("resources") if isinstance(preview, dict) else None
-    if not isinstance(resources, list) or not all(
-        isinstance(r, Mapping) and {"urn", "type", "name", "inputs"} <= r.keys() for r in resources
-    ):
-        raise BadPreview("expected an object with `resources`: [{urn, type, name, inputs, ...}]")
-    return resources
+def _document(preview: object) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]]:
+    """The preview and its resources, once their shape is checked."""
+    if isinstance(preview, dict):
+        document: dict[str, Any] = preview
+        resources = document.get("resources")
+        if isinstance(resources, list) and all(
+            isinstance(r, Mapping) and {"urn", "type", "name", "inputs"} <= r.keys()
+            for r in resources
+        ):
+            return document, resources
+    raise BadPreview("expected an object with `resources`: [{urn, type, name, inputs, ...}]")
 
 
-def stack_resources(resources: Sequence[Mapping[str, Any]]) -> list[PolicyResource]:
+def stack_resources(
+    resources: Sequence[Mapping[str, Any]], options: Mapping[str, PolicyResourceOptions]
+) -> list[PolicyResource]:
     """The resources as CrossGuard's stack rules see them, linked to each other by URN."""
     built = {
         r["urn"]: PolicyResource(
-            r["type"], r["inputs"], r["urn"], r["name"], _options(r), None, None, [], {}
+            r["type"], r["inputs"], r["urn"], r["name"], options[r["urn"]], None, None, [], {}
         )
         for r in resources
     }
@@ -86,20 +94,23 @@ def _level(rule: Rule) -> str:
 
 def check(preview: object, rules: Iterable[Rule] = POLICIES) -> list[Violation]:
     """Every violation of `rules` in an offline-preview document, sorted."""
-    resources = _resources(preview)
+    document, resources = _document(preview)
+    stack, project = str(document.get("stack", "")), str(document.get("project", ""))
+    options = {r["urn"]: _options(r, stack, project) for r in resources}
+    each = [
+        ResourceValidationArgs(r["type"], r["inputs"], r["urn"], r["name"], options[r["urn"]], None)
+        for r in resources
+    ]
+    linked = stack_resources(resources, options)
     found: list[Violation] = []
-    linked = stack_resources(resources)
     for rule in rules:
 
         def report(message: str, urn: str | None, rule: Rule = rule, default: str = "") -> None:
             found.append(Violation(rule.name, urn or default, message, _level(rule)))
 
         if isinstance(rule, ResourceValidationPolicy):
-            for r in resources:
-                args = ResourceValidationArgs(
-                    r["type"], r["inputs"], r["urn"], r["name"], _options(r), None
-                )
-                rule.validate(args, lambda m, u, urn=r["urn"]: report(m, u, default=urn))
+            for args in each:
+                rule.validate(args, lambda m, u, urn=args.urn: report(m, u, default=urn))
         else:
             rule.validate(StackValidationArgs(linked), report)
     return sorted(found)
