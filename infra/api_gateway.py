@@ -1,11 +1,16 @@
 """ApiGateway: the HTTP API in front of the analytics API, and its private path into the cluster.
 
 Traffic path: HTTP API ($default stage) -> VPC link -> internal ALB listener (owned here) ->
-instance target group on the active Service's NodePort -> kube-proxy -> pods of the active color.
+weighted forward to two instance target groups, in the style of Argo Rollouts' ALB routing:
+  stable  (weight 100 - canary) -> the active Service's NodePort  -> pods of the active color
+  preview (weight canary)       -> the preview Service's NodePort -> pods of the idle color
+A listener rule sends requests carrying the preview header to the preview group; the API sets
+that header only on its IAM-authorised `/preview/...` route, so the release tool can test the
+idle color through the real path before any user request goes there.
 
-The target group holds the cluster's nodes, not pods: the AWS Load Balancer Controller's
-TargetGroupBinding (created with the Kubernetes Service) keeps the node list current. A blue/green
-switch only changes the active Service's selector; the load balancer's targets never change.
+The target groups hold the cluster's nodes, not pods: one TargetGroupBinding per Service (AWS
+Load Balancer Controller, created with the Services) keeps each group's node list current. A
+blue/green switch changes the Services' selectors; the load balancer's targets never change.
 """
 
 from __future__ import annotations
@@ -20,6 +25,22 @@ from infra.settings import ApiSettings, NetworkSettings
 
 LISTENER_PORT = 80
 READINESS_PATH = "/health/ready"
+# The listener rule that reaches the preview color matches this header; the API sets it only on
+# the IAM-authorised preview route and strips it from every public one.
+PREVIEW_HEADER = "x-analytics-preview"
+PREVIEW_HEADER_VALUE = "true"
+PREVIEW_ROUTE_PREFIX = "/preview"
+PREVIEW_RULE_PRIORITY = 10
+# ALB forward actions take weights from 0 to 999; ours are percentages.
+MAX_WEIGHT = 100
+
+
+def canary_weights(canary_weight: int) -> tuple[int, int]:
+    """(stable, preview) weights of the listener for a canary at `canary_weight` percent."""
+    if not 0 <= canary_weight <= MAX_WEIGHT:
+        raise ValueError(f"canary weight {canary_weight} is outside 0-{MAX_WEIGHT}")
+    return MAX_WEIGHT - canary_weight, canary_weight
+
 
 # One JSON object per request; field names follow the $context variables of HTTP APIs.
 ACCESS_LOG_FORMAT = {
@@ -42,12 +63,15 @@ ACCESS_LOG_FORMAT = {
 
 class ApiGateway(PlatformComponent):
     endpoint: pulumi.Output[str]
+    preview_invoke_arn: pulumi.Output[str]
     api_id: pulumi.Output[str]
     stage_name: pulumi.Output[str]
     target_group_arns: dict[str, pulumi.Output[str]]
+    preview_target_group_arns: dict[str, pulumi.Output[str]]
     # The ARN suffixes CloudWatch uses as the LoadBalancer and TargetGroup dimensions.
     load_balancer_arn_suffix: pulumi.Output[str]
     target_group_arn_suffixes: dict[str, pulumi.Output[str]]
+    preview_target_group_arn_suffixes: dict[str, pulumi.Output[str]]
 
     def __init__(
         self,
@@ -57,6 +81,7 @@ class ApiGateway(PlatformComponent):
         subnet_ids: pulumi.Output[list[str]],
         logs_key_arn: pulumi.Output[str],
         ctx: StackContext,
+        canary_weight: int = 0,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("api:ApiGateway", name, ctx, opts)
@@ -74,40 +99,17 @@ class ApiGateway(PlatformComponent):
             tags=self.tags(),
             opts=self.child_opts(),
         )
-        target_group = aws.lb.TargetGroup(
-            f"{name}-{settings.service}",
-            name=self.physical_name(settings.service, max_length=32),
-            target_type="instance",
-            protocol="HTTP",
-            port=settings.node_port,
-            vpc_id=network.vpc_id,
-            # Matches the pods' preStop drain: a node is taken out of rotation before its pods go.
-            deregistration_delay=30,
-            health_check=aws.lb.TargetGroupHealthCheckArgs(
-                enabled=True,
-                protocol="HTTP",
-                path=READINESS_PATH,
-                port="traffic-port",
-                matcher="200",
-                interval=10,
-                timeout=5,
-                healthy_threshold=2,
-                unhealthy_threshold=2,
-            ),
-            tags=self.tags(Service=settings.service),
-            opts=self.child_opts(),
+        stable = self._target_group(f"{name}-{settings.service}", settings.service,
+                                    settings.node_port, network, settings.service)  # fmt: skip
+        preview = self._target_group(
+            f"{name}-{settings.service}-preview",
+            f"{settings.service}-preview",
+            settings.preview_node_port,
+            network,
+            settings.service,
         )
-        listener = aws.lb.Listener(
-            name,
-            load_balancer_arn=load_balancer.arn,
-            port=LISTENER_PORT,
-            protocol="HTTP",
-            default_actions=[
-                aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=target_group.arn)
-            ],
-            tags=self.tags(),
-            opts=self.child_opts(),
-        )
+        listener = self._listener(name, load_balancer, stable, preview, canary_weight)
+        self._preview_rule(name, listener, preview)
 
         access_logs = self.log_group(
             f"{name}-access-logs", f"/aws/apigateway/{self.physical_name()}/access", logs_key_arn
@@ -130,13 +132,26 @@ class ApiGateway(PlatformComponent):
             tags=self.tags(),
             opts=self.child_opts(),
         )
+        # A client may not choose the preview color: public routes drop the header the
+        # listener's preview rule matches; only the IAM-signed /preview route sets it.
+        strip = {f"remove:header.{PREVIEW_HEADER}": "''"}
         routes = {
             # Everything under / goes to the service as it is.
-            "ANY /{proxy+}": ("proxy", "ANY", None),
+            "ANY /{proxy+}": ("proxy", "ANY", strip, "NONE"),
             # The public health check is the service's readiness check.
-            "GET /health": ("health", "GET", {"overwrite:path": READINESS_PATH}),
+            "GET /health": ("health", "GET", {**strip, "overwrite:path": READINESS_PATH}, "NONE"),
+            # The release tool's way to the preview color before any user traffic goes there.
+            f"ANY {PREVIEW_ROUTE_PREFIX}/{{proxy+}}": (
+                "preview",
+                "ANY",
+                {
+                    "overwrite:path": "/${request.path.proxy}",
+                    f"overwrite:header.{PREVIEW_HEADER}": PREVIEW_HEADER_VALUE,
+                },
+                "AWS_IAM",
+            ),
         }
-        for route_key, (suffix, method, parameters) in routes.items():
+        for route_key, (suffix, method, parameters, authorization) in routes.items():
             integration = aws.apigatewayv2.Integration(
                 f"{name}-{suffix}",
                 api_id=api.id,
@@ -154,6 +169,7 @@ class ApiGateway(PlatformComponent):
                 f"{name}-{suffix}",
                 api_id=api.id,
                 route_key=route_key,
+                authorization_type=authorization,
                 target=pulumi.Output.concat("integrations/", integration.id),
                 opts=self.child_opts(),
             )
@@ -198,18 +214,109 @@ class ApiGateway(PlatformComponent):
             endpoint = pulumi.Output.concat("https://", domain.domain_name)
 
         self.endpoint = endpoint
+        # What the release tool's role needs `execute-api:Invoke` on to reach the preview color.
+        self.preview_invoke_arn = pulumi.Output.concat(
+            api.execution_arn, "/*/*", PREVIEW_ROUTE_PREFIX, "/*"
+        )
         self.api_id = api.id
         self.stage_name = stage.name
-        self.target_group_arns = {settings.service: target_group.arn}
+        self.target_group_arns = {settings.service: stable.arn}
+        self.preview_target_group_arns = {settings.service: preview.arn}
         self.load_balancer_arn_suffix = load_balancer.arn_suffix
-        self.target_group_arn_suffixes = {settings.service: target_group.arn_suffix}
+        self.target_group_arn_suffixes = {settings.service: stable.arn_suffix}
+        self.preview_target_group_arn_suffixes = {settings.service: preview.arn_suffix}
         self.finish(
             {
                 "endpoint": self.endpoint,
                 "apiId": self.api_id,
                 "stageName": self.stage_name,
                 "targetGroupArns": self.target_group_arns,
+                "previewTargetGroupArns": self.preview_target_group_arns,
             }
+        )
+
+    def _target_group(
+        self, resource: str, role: str, node_port: int, network: NetworkSettings, service: str
+    ) -> aws.lb.TargetGroup:
+        """Instance targets on one Service's NodePort, health-checked on the pods' readiness."""
+        return aws.lb.TargetGroup(
+            resource,
+            name=self.physical_name(role, max_length=32),
+            target_type="instance",
+            protocol="HTTP",
+            port=node_port,
+            vpc_id=network.vpc_id,
+            # Matches the pods' preStop drain: a node is taken out of rotation before its pods go.
+            deregistration_delay=30,
+            health_check=aws.lb.TargetGroupHealthCheckArgs(
+                enabled=True,
+                protocol="HTTP",
+                path=READINESS_PATH,
+                port="traffic-port",
+                matcher="200",
+                interval=10,
+                timeout=5,
+                healthy_threshold=2,
+                unhealthy_threshold=2,
+            ),
+            tags=self.tags(Service=service, Role=role),
+            opts=self.child_opts(),
+        )
+
+    def _listener(
+        self,
+        name: str,
+        load_balancer: aws.lb.LoadBalancer,
+        stable: aws.lb.TargetGroup,
+        preview: aws.lb.TargetGroup,
+        canary_weight: int,
+    ) -> aws.lb.Listener:
+        """Weighted forward: stable `100 - canary_weight`, preview `canary_weight` (0 at rest).
+
+        No target-group stickiness: the app keeps no session state, and per-request splitting
+        keeps the canary's share of requests equal to its weight, which the analysis relies on.
+        """
+        weights = canary_weights(canary_weight)
+        return aws.lb.Listener(
+            name,
+            load_balancer_arn=load_balancer.arn,
+            port=LISTENER_PORT,
+            protocol="HTTP",
+            default_actions=[
+                aws.lb.ListenerDefaultActionArgs(
+                    type="forward",
+                    forward=aws.lb.ListenerDefaultActionForwardArgs(
+                        target_groups=[
+                            aws.lb.ListenerDefaultActionForwardTargetGroupArgs(
+                                arn=group.arn, weight=weight
+                            )
+                            for group, weight in ((stable, weights[0]), (preview, weights[1]))
+                        ]
+                    ),
+                )
+            ],
+            tags=self.tags(),
+            opts=self.child_opts(),
+        )
+
+    def _preview_rule(
+        self, name: str, listener: aws.lb.Listener, preview: aws.lb.TargetGroup
+    ) -> None:
+        """Requests carrying the preview header reach the preview color, whatever the weights."""
+        aws.lb.ListenerRule(
+            f"{name}-preview",
+            listener_arn=listener.arn,
+            priority=PREVIEW_RULE_PRIORITY,
+            conditions=[
+                aws.lb.ListenerRuleConditionArgs(
+                    http_header=aws.lb.ListenerRuleConditionHttpHeaderArgs(
+                        http_header_name=PREVIEW_HEADER, values=[PREVIEW_HEADER_VALUE]
+                    )
+                )
+            ],
+            actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=preview.arn)],
+            tags=self.tags(),
+            opts=self.child_opts(),
         )
 
     def _security_groups(
@@ -239,6 +346,10 @@ class ApiGateway(PlatformComponent):
              network.cluster_node_security_group_id, settings.node_port),
             (aws.vpc.SecurityGroupIngressRule, "nodes-from-lb",
              network.cluster_node_security_group_id, lb.id, settings.node_port),
+            (aws.vpc.SecurityGroupEgressRule, "lb-to-nodes-preview", lb.id,
+             network.cluster_node_security_group_id, settings.preview_node_port),
+            (aws.vpc.SecurityGroupIngressRule, "nodes-from-lb-preview",
+             network.cluster_node_security_group_id, lb.id, settings.preview_node_port),
         ]  # fmt: skip
         for rule_type, rule, group, peer, port in rules:
             rule_type(

@@ -1,13 +1,15 @@
 """BlueGreenService: one service delivered blue/green (and canary) on Kubernetes.
 
 Vocabulary from Argo Rollouts: the active Service selects `activeColor`, the preview Service the
-other color, which runs `previewReplicaCount` pods. Switching `activeColor` changes only the two
-Services' selectors, the replica counts, and what follows the color (the HPA's target, the canary
-Ingress's backend); every object keeps its name, so nothing is replaced.
+other color, which runs `previewReplicaCount` pods. Each color has its own HPA (the active one
+scales with load, the idle one holds its size) and no Deployment sets `spec.replicas`, so an
+apply never resets what an HPA chose. Switching `activeColor` changes only the two Services'
+selectors and the two HPAs' bounds; every object keeps its name, so nothing is replaced.
 
-The active Service of the API-fronted service is a NodePort bound to the load balancer's target
-group by a TargetGroupBinding (AWS Load Balancer Controller, instance targets): the group holds
-the nodes, so a switch never re-registers targets.
+For the API-fronted service both Services are NodePorts, each bound by its own
+TargetGroupBinding (AWS Load Balancer Controller, instance targets) to one of the load
+balancer's two target groups: active -> stable, preview -> canary. The listener's weights
+(infra/api_gateway.py) decide how much traffic each gets; a switch never re-registers targets.
 """
 
 from __future__ import annotations
@@ -41,8 +43,12 @@ class DatabaseConnection:
 
 @dataclass(frozen=True)
 class LoadBalancerBinding:
-    target_group_arn: pulumi.Output[str]
+    """The load balancer's two target groups and the NodePorts their Services listen on."""
+
+    stable_target_group_arn: pulumi.Output[str]
+    preview_target_group_arn: pulumi.Output[str]
     node_port: int
+    preview_node_port: int
 
 
 def _labels(settings: ServiceSettings, color: str | None = None) -> dict[str, str]:
@@ -109,44 +115,36 @@ class BlueGreenService(PlatformComponent):
 
         for color in COLORS:
             color_settings = getattr(settings, color)
-            replicas = (
-                settings.replicas
-                if color == settings.active_color
-                else settings.preview_replica_count
-            )
-            k8s.apps.v1.Deployment(
+            deployment = k8s.apps.v1.Deployment(
                 f"{name}-{color}",
                 metadata=self._meta(
                     f"{settings.name}-{color}",
                     {**_labels(settings, color), "version": color_settings.version},
                 ),
                 spec=self._deployment_spec(
-                    color,
-                    replicas,
-                    color_settings.image or default_image,
-                    color_settings.version,
+                    color, color_settings.image or default_image, color_settings.version
                 ),
                 # The pods read both at start (envFrom) and turn ready only once the database
                 # answers: a rollout started before they exist would time out waiting.
                 opts=self.child_opts(depends_on=[namespace, config_map, db_secret]),
             )
-            if replicas > 0:
-                k8s.policy.v1.PodDisruptionBudget(
-                    f"{name}-{color}",
-                    metadata=self._meta(f"{settings.name}-{color}"),
-                    spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
-                        max_unavailable=1,
-                        selector=k8s.meta.v1.LabelSelectorArgs(
-                            match_labels=_labels(settings, color)
-                        ),
-                    ),
-                    opts=k8s_opts,
-                )
+            self._autoscaler(name, color, deployment, k8s_opts)
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-{color}",
+                metadata=self._meta(f"{settings.name}-{color}"),
+                spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                    max_unavailable=1,
+                    selector=k8s.meta.v1.LabelSelectorArgs(match_labels=_labels(settings, color)),
+                ),
+                opts=k8s_opts,
+            )
 
         self.active_service_name = f"{settings.name}-active"
         self.preview_service_name = f"{settings.name}-preview"
         for role, color in (("active", settings.active_color), ("preview", settings.preview_color)):
-            node_port = binding.node_port if binding and role == "active" else None
+            node_port = None
+            if binding is not None:
+                node_port = binding.node_port if role == "active" else binding.preview_node_port
             k8s.core.v1.Service(
                 f"{name}-{role}",
                 metadata=self._meta(f"{settings.name}-{role}"),
@@ -166,49 +164,10 @@ class BlueGreenService(PlatformComponent):
                 opts=k8s_opts,
             )
 
-        k8s.autoscaling.v2.HorizontalPodAutoscaler(
-            name,
-            metadata=self._meta(settings.name),
-            spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
-                scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
-                    api_version="apps/v1",
-                    kind="Deployment",
-                    name=f"{settings.name}-{settings.active_color}",
-                ),
-                min_replicas=settings.replicas,
-                max_replicas=settings.max_replicas,
-                metrics=[
-                    k8s.autoscaling.v2.MetricSpecArgs(
-                        type="Resource",
-                        resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
-                            name="cpu",
-                            target=k8s.autoscaling.v2.MetricTargetArgs(
-                                type="Utilization",
-                                average_utilization=settings.target_cpu_percent,
-                            ),
-                        ),
-                    )
-                ],
-            ),
-            opts=k8s_opts,
-        )
         self._network_policy(name, database, k8s_opts)
 
         if binding is not None:
-            k8s.apiextensions.CustomResource(
-                f"{name}-target-group",
-                api_version="elbv2.k8s.aws/v1beta1",
-                kind="TargetGroupBinding",
-                metadata=self._meta(settings.name),
-                spec={
-                    "serviceRef": {"name": self.active_service_name, "port": 80},
-                    "targetGroupARN": binding.target_group_arn,
-                    "targetType": "instance",
-                },
-                opts=k8s_opts,
-            )
-        if settings.canary.enabled:
-            self._canary_ingresses(name, k8s_opts)
+            self._target_group_bindings(name, binding, k8s_opts)
         if scrape.service_monitor:
             self._service_monitor(name, k8s_opts)
 
@@ -246,14 +205,16 @@ class BlueGreenService(PlatformComponent):
         )
 
     def _deployment_spec(
-        self, color: str, replicas: int, image: pulumi.Input[str], version: str
+        self, color: str, image: pulumi.Input[str], version: str
     ) -> k8s.apps.v1.DeploymentSpecArgs:
         settings = self.settings
         labels = {**_labels(settings, color), "version": version}
         probe = k8s.core.v1.HTTPGetActionArgs
         resources = settings.resources
         return k8s.apps.v1.DeploymentSpecArgs(
-            replicas=replicas,
+            # No `replicas`: each color's HorizontalPodAutoscaler owns the count. A replicas
+            # field here would reset the HPA's count on every apply (Kubernetes: "Migrating
+            # Deployments and StatefulSets to horizontal autoscaling").
             # The selector is immutable: it names app and color, never the version.
             selector=k8s.meta.v1.LabelSelectorArgs(match_labels=_labels(settings, color)),
             strategy=k8s.apps.v1.DeploymentStrategyArgs(
@@ -441,51 +402,74 @@ class BlueGreenService(PlatformComponent):
             opts=opts,
         )
 
-    def _canary_ingresses(self, name: str, opts: pulumi.ResourceOptions) -> None:
-        """ingress-nginx: a stable Ingress to the active Service, a weighted canary to preview."""
-        canary = self.settings.canary
-        canary_annotations = {
-            "nginx.ingress.kubernetes.io/canary": "true",
-            "nginx.ingress.kubernetes.io/canary-weight": str(canary.weight),
-        }
-        if canary.header:
-            canary_annotations["nginx.ingress.kubernetes.io/canary-by-header"] = canary.header
-        for role, service, role_annotations in (
-            ("stable", self.active_service_name, {}),
-            ("canary", self.preview_service_name, canary_annotations),
-        ):
-            k8s.networking.v1.Ingress(
-                f"{name}-{role}",
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=f"{self.settings.name}-{role}",
-                    namespace=self.settings.name,
-                    labels=_labels(self.settings),
-                    annotations=role_annotations or None,
+    def _autoscaler(
+        self,
+        name: str,
+        color: str,
+        deployment: k8s.apps.v1.Deployment,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        """One HPA per color: the active one scales with load, the idle one holds its size.
+
+        The idle color's HPA pins `previewReplicaCount` (min = max); the release tool raises
+        that to the active color's size before a switch, so a switch never lowers capacity.
+        """
+        settings = self.settings
+        if color == settings.active_color:
+            low, high = settings.replicas, settings.max_replicas
+        else:
+            low = high = settings.preview_replica_count
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-{color}",
+            metadata=self._meta(f"{settings.name}-{color}", _labels(settings, color)),
+            spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
+                    api_version="apps/v1",
+                    kind="Deployment",
+                    name=deployment.metadata.name,
                 ),
-                spec=k8s.networking.v1.IngressSpecArgs(
-                    ingress_class_name=canary.ingress_class,
-                    rules=[
-                        k8s.networking.v1.IngressRuleArgs(
-                            host=canary.host,
-                            http=k8s.networking.v1.HTTPIngressRuleValueArgs(
-                                paths=[
-                                    k8s.networking.v1.HTTPIngressPathArgs(
-                                        path="/",
-                                        path_type="Prefix",
-                                        backend=k8s.networking.v1.IngressBackendArgs(
-                                            service=k8s.networking.v1.IngressServiceBackendArgs(
-                                                name=service,
-                                                port=k8s.networking.v1.ServiceBackendPortArgs(
-                                                    name="http"
-                                                ),
-                                            )
-                                        ),
-                                    )
-                                ]
+                min_replicas=low,
+                max_replicas=high,
+                metrics=[
+                    k8s.autoscaling.v2.MetricSpecArgs(
+                        type="Resource",
+                        resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                            name="cpu",
+                            target=k8s.autoscaling.v2.MetricTargetArgs(
+                                type="Utilization",
+                                average_utilization=settings.target_cpu_percent,
                             ),
-                        )
-                    ],
-                ),
+                        ),
+                    )
+                ],
+            ),
+            opts=opts,
+        )
+
+    def _target_group_bindings(
+        self, name: str, binding: LoadBalancerBinding, opts: pulumi.ResourceOptions
+    ) -> None:
+        """One TargetGroupBinding per Service: stable group <- active, canary group <- preview.
+
+        The controller keeps one target group's targets in step with one Service (AWS Load
+        Balancer Controller, TargetGroupBinding); instance targets = the nodes on the NodePort.
+        """
+        for resource, binding_name, service, arn in (
+            (f"{name}-target-group", self.settings.name, self.active_service_name,
+             binding.stable_target_group_arn),
+            (f"{name}-preview-target-group", f"{self.settings.name}-preview",
+             self.preview_service_name, binding.preview_target_group_arn),
+        ):  # fmt: skip
+            k8s.apiextensions.CustomResource(
+                resource,
+                api_version="elbv2.k8s.aws/v1beta1",
+                kind="TargetGroupBinding",
+                metadata=self._meta(binding_name),
+                spec={
+                    "serviceRef": {"name": service, "port": 80},
+                    "targetGroupARN": arn,
+                    "targetType": "instance",
+                },
                 opts=opts,
             )
 

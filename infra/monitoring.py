@@ -96,7 +96,10 @@ class WatchedApi:
     # The service the API fronts.
     service: str
     load_balancer_arn_suffix: pulumi.Input[str]
+    # Per API-fronted service: the stable target group (active Service) ...
     target_group_arn_suffixes: Mapping[str, pulumi.Input[str]]
+    # ... and the canary target group (preview Service).
+    preview_target_group_arn_suffixes: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 def rds_metric(db: WatchedDatabase, name: str, statistic: str, label: str) -> Metric:
@@ -264,17 +267,36 @@ def api_alarms(api: WatchedApi, settings: MonitoringSettings) -> list[AlarmSpec]
     ]
 
 
+def target_group_metric(
+    api: WatchedApi, target_group: pulumi.Input[str], name: str, statistic: str, label: str
+) -> Metric:
+    """A target group's metric (AWS/ApplicationELB: `TargetGroup` with `LoadBalancer`)."""
+    dims = {"TargetGroup": target_group, "LoadBalancer": api.load_balancer_arn_suffix}
+    return Metric("AWS/ApplicationELB", name, dims, statistic, label)
+
+
 def target_group_alarms(
     service: str,
     load_balancer: pulumi.Input[str],
     target_group: pulumi.Input[str],
     settings: MonitoringSettings,
+    preview: bool = False,
 ) -> list[AlarmSpec]:
+    """Host alarms of one target group: the stable one (the active Service) or the canary one
+    (the preview Service, which must stay healthy for a canary, a promote or a rollback)."""
     dims = {"TargetGroup": target_group, "LoadBalancer": load_balancer}
     limit = settings.load_balancer.max_unhealthy_hosts
+    kind = f"{service}-preview" if preview else service
+    color = "idle (preview)" if preview else "active"
+    impact, remedy = (
+        ("a canary, promote or rollback to the idle color would fail",
+         "deploy a working image to the idle color.")
+        if preview
+        else ("the API cannot reach it", "roll back if a switch caused it.")
+    )  # fmt: skip
     return [
         AlarmSpec(
-            f"{service}-unhealthy-hosts",
+            f"{kind}-unhealthy-hosts",
             Metric("AWS/ApplicationELB", "UnHealthyHostCount", dims, "Maximum", "Unhealthy"),
             "GreaterThanThreshold",
             limit,
@@ -282,23 +304,24 @@ def target_group_alarms(
             3,
             # The healthy-hosts alarm covers a target group that reports nothing at all.
             "notBreaching",
-            f"More than {limit} of {service}'s nodes fail the /health/ready check.",
-            "kubectl -n <service> get pods: are the active color's pods ready? Check the "
+            f"More than {limit} of {service}'s nodes fail the /health/ready check of the "
+            f"{color} color.",
+            f"kubectl -n <service> get pods: are the {color} color's pods ready? Check the "
             "NodePort and the nodes' security group.",
         ),
         AlarmSpec(
-            f"{service}-healthy-hosts",
+            f"{kind}-healthy-hosts",
             Metric("AWS/ApplicationELB", "HealthyHostCount", dims, "Minimum", "Healthy"),
             "LessThanThreshold",
             1,
             3,
             3,
             # The load balancer reports its target groups every minute; silence means the
-            # target group lost its targets or its load balancer, which is an outage.
+            # target group lost its targets or its load balancer.
             "breaching",
-            f"No healthy target behind {service}: the API cannot reach it.",
+            f"No healthy target behind the {color} color of {service}: {impact}.",
             "Check the TargetGroupBinding and the AWS Load Balancer Controller's logs, then "
-            "the active Service's selector; roll back if a switch caused it.",
+            f"the {'preview' if preview else 'active'} Service's selector; {remedy}",
         ),
     ]
 
@@ -393,7 +416,18 @@ class Monitoring(PlatformComponent):
             specs_by_service.setdefault(service, []).extend(
                 target_group_alarms(service, api.load_balancer_arn_suffix, suffix, settings)
             )
-        platform_specs = database_alarms(database, settings) + api_alarms(api, settings)
+        # The canary target group alarms on its own: the idle color serves no user at rest, so
+        # it does not make the service unhealthy, but it must be fit to take traffic.
+        preview_specs = [
+            spec
+            for service, suffix in api.preview_target_group_arn_suffixes.items()
+            for spec in target_group_alarms(
+                service, api.load_balancer_arn_suffix, suffix, settings, preview=True
+            )
+        ]
+        platform_specs = (
+            database_alarms(database, settings) + api_alarms(api, settings) + preview_specs
+        )
         for spec in platform_specs:
             self._alarm(spec)
         for service, specs in specs_by_service.items():
@@ -491,6 +525,20 @@ class Monitoring(PlatformComponent):
             ("Database free storage (bytes)", [rds("FreeStorageSpace", "Minimum", "Free")]),
             ("Database latency p90 (s)", [rds("ReadLatency", "p90", "Read"),
                                           rds("WriteLatency", "p90", "Write")]),
+        ]  # fmt: skip
+        # Stable and canary target groups side by side: what the canary analysis compares.
+        canaries = api.preview_target_group_arn_suffixes.items()
+        groups = [*api.target_group_arn_suffixes.items(),
+                  *((f"{service} canary", group) for service, group in canaries)]  # fmt: skip
+        panels += [
+            ("Target groups: requests and 5xx", [
+                target_group_metric(api, suffix, metric, "Sum", f"{group} {label}")
+                for group, suffix in groups
+                for metric, label in (("RequestCount", "requests"),
+                                      ("HTTPCode_Target_5XX_Count", "5xx"))]),
+            ("Target groups: response time p95 (s)", [
+                target_group_metric(api, suffix, "TargetResponseTime", "p95", group)
+                for group, suffix in groups]),
         ]  # fmt: skip
         for service, specs in specs_by_service.items():
             panels.append((f"{service}: hosts and errors", [s.metric for s in specs]))

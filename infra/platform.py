@@ -85,6 +85,7 @@ class AnalyticsPlatform(PlatformComponent):
             dr_provider=providers.aws_dr,
             opts=self.child_opts(),
         )
+        fronted = next(s for s in config.services if s.name == config.api.service)
         self.api = ApiGateway(
             "api",
             config.api,
@@ -92,6 +93,7 @@ class AnalyticsPlatform(PlatformComponent):
             subnet_ids=subnets,
             logs_key_arn=platform_key.arn,
             ctx=ctx,
+            canary_weight=fronted.canary.weight,
             opts=self.child_opts(),
         )
         self.image = ContainerImage(
@@ -116,6 +118,7 @@ class AnalyticsPlatform(PlatformComponent):
                 service=config.api.service,
                 load_balancer_arn_suffix=self.api.load_balancer_arn_suffix,
                 target_group_arn_suffixes=self.api.target_group_arn_suffixes,
+                preview_target_group_arn_suffixes=self.api.preview_target_group_arn_suffixes,
             ),
             services=[service.name for service in config.services],
             ctx=ctx,
@@ -138,7 +141,10 @@ class AnalyticsPlatform(PlatformComponent):
                 scrape=config.monitoring.prometheus,
                 binding=(
                     LoadBalancerBinding(
-                        self.api.target_group_arns[service.name], config.api.node_port
+                        stable_target_group_arn=self.api.target_group_arns[service.name],
+                        preview_target_group_arn=self.api.preview_target_group_arns[service.name],
+                        node_port=config.api.node_port,
+                        preview_node_port=config.api.preview_node_port,
                     )
                     if service.name == config.api.service
                     else None
@@ -161,6 +167,11 @@ class AnalyticsPlatform(PlatformComponent):
             "apiId": self.api.api_id,
             "apiStageName": self.api.stage_name,
             "targetGroupArns": self.api.target_group_arns,
+            "previewTargetGroupArns": self.api.preview_target_group_arns,
+            "loadBalancerArnSuffix": self.api.load_balancer_arn_suffix,
+            "targetGroupArnSuffixes": self.api.target_group_arn_suffixes,
+            "previewTargetGroupArnSuffixes": self.api.preview_target_group_arn_suffixes,
+            "apiPreviewInvokeArn": self.api.preview_invoke_arn,
             "imageRepositoryUrl": self.image.repository_url,
             "imageReference": self.image.reference,
             "dashboardName": self.monitoring.dashboard_name,

@@ -1,24 +1,37 @@
 """Release tool: blue/green deploy, promote, rollback and canary for one service of a stack.
 
     python -m infra.release status   --stack NAME [--service NAME]
-    python -m infra.release deploy   --stack NAME --image REF [--version V] --preview-url URL
+    python -m infra.release check    --stack NAME [--active-url URL]
+    python -m infra.release deploy   --stack NAME --image REF [--version V] [--preview-url URL]
     python -m infra.release promote  --stack NAME [--active-url URL]
-    python -m infra.release rollback --stack NAME
-    python -m infra.release canary   --stack NAME --active-url URL
+    python -m infra.release rollback --stack NAME [--active-url URL]
+    python -m infra.release canary   --stack NAME [--active-url URL]
 
-Built on Pulumi's Automation API behind `StackBackend`: select the stack, set config, `up`
-(targeted where only the color switch changes). Every step is logged with a timestamp; `--dry-run`
-reads Pulumi.NAME.yaml and prints the plan, without a Pulumi CLI. Exit codes: 0 success,
-1 failed and rolled back, 2 bad input.
+The real traffic path (infra/api_gateway.py): HTTP API -> VPC link -> internal ALB listener,
+which forwards with weights to a stable target group (the active Service) and a canary target
+group (the preview Service): `100 - canary.weight` / `canary.weight`. Requests to the API's
+IAM-signed `/preview/...` route reach the preview color whatever the weights; `deploy` checks the
+new color there before any user request reaches it.
+
+Every step edits the stack's config and runs `pulumi up`, targeted at the objects the step
+changes (the listener, the Services, the HPAs) unless one of them is not in the stack yet: then
+the update is whole, so a first canary or promote creates what it needs. Every step is logged
+with a timestamp; `--dry-run` reads Pulumi.NAME.yaml and prints the plan, without a Pulumi CLI.
 
 Vocabulary from Argo Rollouts: the active Service serves traffic, the preview Service reaches the
-idle color; `promote` switches them, `abort` (on any failure) leaves or puts the previous color
-back.
+idle color; `promote` scales the idle color to the active one's size, switches the Services, and
+scales the old color down after `release.scaleDownDelaySeconds`; `abort` (on any failure) puts
+the weights back to 100/0 and the previous color back at once.
+
+Exit codes: 0 success; 1 failed and rolled back; 2 bad input or nothing to do (nothing changed);
+3 failed and the rollback failed too: the stack needs an operator.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import re
 import shlex
 import shutil
@@ -27,15 +40,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from infra.api_gateway import PREVIEW_ROUTE_PREFIX, canary_weights
 from infra.settings import (
     IMAGE_REFERENCE,
     InvalidConfig,
+    ReleaseSettings,
     ServiceSettings,
     StackSettings,
     parse_settings,
@@ -43,18 +58,19 @@ from infra.settings import (
 from infra.stackfiles import StackFileError, available_stacks, load_stack_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-EXIT_OK, EXIT_ROLLED_BACK, EXIT_BAD_INPUT = 0, 1, 2
-# Kubernetes objects a color switch touches: selectors, replicas, the HPA's target, the canary.
-SWITCH_TYPES = (
-    "kubernetes:core/v1:Service",
-    "kubernetes:apps/v1:Deployment",
-    "kubernetes:autoscaling/v2:HorizontalPodAutoscaler",
-    "kubernetes:networking.k8s.io/v1:Ingress",
-)
+EXIT_OK, EXIT_ROLLED_BACK, EXIT_BAD_INPUT, EXIT_ROLLBACK_FAILED = 0, 1, 2, 3
+POLL_SECONDS = 5
+SERVICE_TYPE = "kubernetes:core/v1:Service"
+HPA_TYPE = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+DEPLOYMENT_TYPE = "kubernetes:apps/v1:Deployment"
+LISTENER_TYPE = "aws:lb/listener:Listener"
+SERVICE_COMPONENT = "delivery:BlueGreenService"
+API_COMPONENT = "api:ApiGateway"
+API_COMPONENT_NAME = "api"  # infra/platform.py
 
 
 class BadInput(Exception):
-    """Bad input: exit 2 with a one-line message."""
+    """Bad input, or nothing to do: exit 2 with a one-line message, nothing changed."""
 
 
 class ReleaseFailed(Exception):
@@ -75,9 +91,17 @@ class StackBackend(Protocol):
         """Set one project config value by path, e.g. `services[0].activeColor`."""
         ...
 
+    def remove_path(self, path: str) -> None:
+        """Remove one project config value by path (a tier default applies again)."""
+        ...
+
     def up(self, targets: Sequence[str] | None = None) -> None: ...
 
     def resource_urns(self) -> list[str]: ...
+
+    def ready_replicas(self, urn: str) -> int:
+        """Ready pods of the Deployment with this URN, as the cluster reports them now."""
+        ...
 
     def outputs(self) -> dict[str, Any]: ...
 
@@ -97,13 +121,46 @@ class SystemClock:
 
 
 @dataclass(frozen=True)
-class MetricSample:
-    error_rate: float
-    p95_latency_ms: float
+class CanaryWindow:
+    """One analysis window of the canary target group; None where CloudWatch has no data."""
+
+    requests: float | None
+    errors_5xx: float | None
+    p95_response_seconds: float | None
 
 
 class Metrics(Protocol):
-    def sample(self, window_seconds: int) -> MetricSample: ...
+    def sample(self, window_seconds: int) -> CanaryWindow: ...
+
+
+Outcome = Literal["pass", "fail", "inconclusive"]
+
+
+def judge(window: CanaryWindow, release: ReleaseSettings) -> tuple[Outcome, str]:
+    """Argo-style analysis of one window: no data (or too little) is inconclusive, never a pass.
+
+    The load balancer publishes `RequestCount` and `HTTPCode_Target_5XX_Count` only when they are
+    not zero: a missing 5xx count beside requests means no errors, missing requests mean no
+    evidence at all.
+    """
+    requests = window.requests or 0.0
+    if requests < release.min_requests_per_window:
+        return "inconclusive", (
+            f"{requests:.0f} requests to the canary (at least {release.min_requests_per_window} "
+            "needed to judge)"
+        )
+    rate = (window.errors_5xx or 0.0) / requests
+    if rate > release.max_error_rate:
+        return (
+            "fail",
+            f"5xx rate {rate:.4f} over {release.max_error_rate} ({requests:.0f} requests)",
+        )
+    if window.p95_response_seconds is None:
+        return "inconclusive", "no TargetResponseTime for the canary"
+    p95_ms = window.p95_response_seconds * 1000
+    if p95_ms > release.max_p95_latency_ms:
+        return "fail", f"p95 response time {p95_ms:.0f} ms over {release.max_p95_latency_ms} ms"
+    return "pass", f"5xx rate {rate:.4f}, p95 {p95_ms:.0f} ms over {requests:.0f} requests"
 
 
 class PulumiStack:
@@ -131,6 +188,9 @@ class PulumiStack:
             f"{self.project}:{path}", self._auto.ConfigValue(value=value), path=True
         )
 
+    def remove_path(self, path: str) -> None:
+        self._stack.remove_config(f"{self.project}:{path}", path=True)
+
     def up(self, targets: Sequence[str] | None = None) -> None:
         self._stack.up(
             target=list(targets) if targets else None,
@@ -139,33 +199,47 @@ class PulumiStack:
             show_secrets=False,
         )
 
+    def _deployment(self) -> Mapping[str, Any]:
+        return self._stack.export_stack().deployment or {}
+
     def resource_urns(self) -> list[str]:
-        deployment = self._stack.export_stack().deployment or {}
-        return [str(r["urn"]) for r in deployment.get("resources", [])]
+        return [str(r["urn"]) for r in self._deployment().get("resources", [])]
+
+    def ready_replicas(self, urn: str) -> int:
+        # A targeted refresh reads the live Deployment through the stack's own provider and
+        # credentials; its status lands in the state.
+        self._stack.refresh(target=[urn], color="never")
+        for resource in self._deployment().get("resources", []):
+            if resource.get("urn") == urn:
+                status = (resource.get("outputs") or {}).get("status") or {}
+                return int(status.get("readyReplicas") or 0)
+        raise ReleaseFailed(f"{urn} is not in the stack")
 
     def outputs(self) -> dict[str, Any]:
         return {k: v.value for k, v in self._stack.outputs().items() if not v.secret}
 
 
 class CloudWatchMetrics:
-    """The API's 5xx rate and p95 latency, from the HTTP API's CloudWatch metrics."""
+    """The canary target group's own metrics (AWS/ApplicationELB, TargetGroup + LoadBalancer)."""
 
-    def __init__(self, api_id: str, stage: str, region: str) -> None:
-        import boto3  # only the canary needs AWS access
+    def __init__(self, load_balancer: str, target_group: str, region: str) -> None:
+        import boto3  # only the canary needs CloudWatch
 
         self._cloudwatch = boto3.client("cloudwatch", region_name=region)
         self._dimensions = [
-            {"Name": "ApiId", "Value": api_id},
-            {"Name": "Stage", "Value": stage},
+            {"Name": "TargetGroup", "Value": target_group},
+            {"Name": "LoadBalancer", "Value": load_balancer},
         ]
 
-    def sample(self, window_seconds: int) -> MetricSample:
+    def sample(self, window_seconds: int) -> CanaryWindow:
+        period = max(60, window_seconds - window_seconds % 60)
         end = datetime.now(UTC)
-        start = datetime.fromtimestamp(end.timestamp() - max(window_seconds, 60), UTC)
-        queries = [
-            ("errors", "5xx", "Average"),
-            ("latency", "Latency", "p95"),
-        ]
+        start = datetime.fromtimestamp(end.timestamp() - period, UTC)
+        queries = {
+            "requests": ("RequestCount", "Sum"),
+            "errors": ("HTTPCode_Target_5XX_Count", "Sum"),
+            "p95": ("TargetResponseTime", "p95"),
+        }
         response = self._cloudwatch.get_metric_data(
             StartTime=start,
             EndTime=end,
@@ -174,19 +248,26 @@ class CloudWatchMetrics:
                     "Id": query_id,
                     "MetricStat": {
                         "Metric": {
-                            "Namespace": "AWS/ApiGateway",
+                            "Namespace": "AWS/ApplicationELB",
                             "MetricName": metric,
                             "Dimensions": self._dimensions,
                         },
-                        "Period": max(window_seconds, 60),
+                        "Period": period,
                         "Stat": stat,
                     },
                 }
-                for query_id, metric, stat in queries
+                for query_id, (metric, stat) in queries.items()
             ],
         )
-        values = {r["Id"]: (r["Values"] or [0.0])[0] for r in response["MetricDataResults"]}
-        return MetricSample(error_rate=values["errors"], p95_latency_ms=values["latency"])
+        values: dict[str, list[float]] = {
+            r["Id"]: list(r.get("Values") or []) for r in response["MetricDataResults"]
+        }
+        p95 = values.get("p95") or []
+        return CanaryWindow(
+            requests=sum(values["requests"]) if values.get("requests") else None,
+            errors_5xx=sum(values["errors"]) if values.get("errors") else None,
+            p95_response_seconds=max(p95) if p95 else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -196,17 +277,40 @@ class Probe:
     version: str | None
 
 
-def probe(url: str) -> Probe:
+Http = Callable[[str, Mapping[str, str]], Probe]
+Signer = Callable[[str], dict[str, str]]
+
+
+def probe(url: str, headers: Mapping[str, str] | None = None) -> Probe:
     if not url.startswith(("http://", "https://")):
         return Probe(0, None, None)
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - http(s) URLs only  # nosec B310
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - http(s) URLs the operator gave  # nosec B310
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - http(s) URLs the operator gave  # nosec B310
             return Probe(response.status, response.headers.get("X-Color"),
                          response.headers.get("X-Version"))  # fmt: skip
     except urllib.error.HTTPError as error:
         return Probe(error.code, error.headers.get("X-Color"), error.headers.get("X-Version"))
     except (urllib.error.URLError, OSError):
         return Probe(0, None, None)
+
+
+def sigv4_signer(region: str) -> Signer:
+    """Signs GET requests for the API's IAM-authorised preview route (service execute-api)."""
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    credentials = boto3.Session().get_credentials()
+    if credentials is None:
+        raise BadInput("no AWS credentials to sign the preview route's requests with")
+
+    def sign(url: str) -> dict[str, str]:
+        request = AWSRequest(method="GET", url=url)
+        SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(request)
+        return dict(request.headers.items())
+
+    return sign
 
 
 class Release:
@@ -217,7 +321,8 @@ class Release:
         clock: Clock | None = None,
         metrics: Metrics | None = None,
         log: Callable[[str], None] = print,
-        http: Callable[[str], Probe] = probe,
+        http: Http = probe,
+        sign: Signer | None = None,
         run_command: Callable[[list[str], dict[str, str]], int] | None = None,
     ) -> None:
         self.backend = backend
@@ -225,6 +330,7 @@ class Release:
         self.metrics = metrics
         self._log = log
         self.http = http
+        self.sign = sign
         self.run_command = run_command or _run_command
         self.settings = self._read_settings()
         names = [s.name for s in self.settings.services]
@@ -232,10 +338,19 @@ class Release:
         if self.service_name not in names:
             raise BadInput(f"unknown service {self.service_name}; services: {', '.join(names)}")
         self.index = names.index(self.service_name)
+        if f"{backend.project}:services" not in backend.config()[0]:
+            raise BadInput("the stack file lists no services: add the service entry to release")
 
     # -- state ---------------------------------------------------------------------------
-    def _read_settings(self) -> StackSettings:
+    def _read_settings(self, changes: Mapping[str, Any] | None = None) -> StackSettings:
+        """The stack's settings, optionally with this service's entry changed (path -> value)."""
         values, secret_keys = self.backend.config()
+        if changes:
+            key = f"{self.backend.project}:services"
+            services = json.loads(values[key])
+            for path, value in changes.items():
+                _set_in(services[self.index], path, value)
+            values = {**values, key: json.dumps(services)}
         try:
             return parse_settings(self.backend.project, self.backend.name, values, secret_keys)
         except InvalidConfig as exc:
@@ -245,82 +360,124 @@ class Release:
     def service(self) -> ServiceSettings:
         return self.settings.services[self.index]
 
+    def _entry(self) -> dict[str, Any]:
+        """This service's entry as the stack file has it (no tier defaults merged in)."""
+        values, _ = self.backend.config()
+        entry: dict[str, Any] = json.loads(values[f"{self.backend.project}:services"])[self.index]
+        return entry
+
     def log(self, message: str) -> None:
         stamp = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         self._log(f"[{stamp}] {self.backend.name}/{self.service_name}: {message}")
 
-    def _set(self, key: str, value: str) -> None:
-        self.backend.set_path(f"services[{self.index}].{key}", value)
-
-    def _switch_targets(self) -> list[str]:
-        marker = "delivery:BlueGreenService$"
-        return [
-            urn
-            for urn in self.backend.resource_urns()
-            if marker in urn
-            and urn.split("::")[-2].split("$")[-1] in SWITCH_TYPES
-            and urn.split("::")[-1].startswith(self.service_name)
-        ]
-
-    def _set_active(self, color: str) -> None:
-        self._set("activeColor", color)
-        targets = self._switch_targets()
-        self.log(f"switching the active Service to {color} ({len(targets)} objects, targeted up)")
-        self.backend.up(targets)
+    def _edit(self, path: str, value: Any) -> None:
+        """Set (or with None, remove) one key of this service's entry."""
+        full = f"services[{self.index}].{path}"
+        if value is None:
+            if _get_in(self._entry(), path) is not None:
+                self.backend.remove_path(full)
+        else:
+            self.backend.set_path(full, _config_text(value))
         self.settings = self._read_settings()
+
+    def _restore(self, before: Mapping[str, Any], paths: Sequence[str]) -> None:
+        """Put keys back exactly as the stack file had them (absent stays absent)."""
+        for path in paths:
+            self._edit(path, _get_in(before, path))
+
+    def _urn(self, component: str, name: str, type_: str, child: str) -> str | None:
+        """A child's URN, derived from its component's URN in the state (None: no component)."""
+        suffix = f"{self.backend.project}:{component}::{name}"
+        parent = next((u for u in self.backend.resource_urns() if u.endswith(suffix)), None)
+        if parent is None:
+            return None
+        chain = parent.rsplit("::", 1)[0].split("::", 2)[2]
+        return f"urn:pulumi:{self.backend.name}::{self.backend.project}::{chain}${type_}::{child}"
+
+    def _deployment_urn(self, color: str) -> str:
+        urn = self._urn(SERVICE_COMPONENT, self.service_name, DEPLOYMENT_TYPE,
+                        f"{self.service_name}-{color}")  # fmt: skip
+        if urn is None or urn not in self.backend.resource_urns():
+            raise ReleaseFailed(f"the {color} Deployment is not in the stack; run a full deploy")
+        return urn
+
+    def _switch_urns(self) -> list[str | None]:
+        name = self.service_name
+        urns = [self._urn(SERVICE_COMPONENT, name, SERVICE_TYPE, f"{name}-{role}")
+                for role in ("active", "preview")]  # fmt: skip
+        urns += [self._urn(SERVICE_COMPONENT, name, HPA_TYPE, f"{name}-{color}")
+                 for color in ("blue", "green")]  # fmt: skip
+        if name == self.settings.api.service:
+            urns.append(self._urn(API_COMPONENT, API_COMPONENT_NAME, LISTENER_TYPE,
+                                  API_COMPONENT_NAME))  # fmt: skip
+        return urns
+
+    def _apply(self, what: str) -> None:
+        """`pulumi up` of the objects a switch changes, or of everything when one is new.
+
+        A targeted update skips creating anything it does not target, so an object this step
+        needs that is not in the stack yet (a first canary, a new HPA) means a whole update.
+        """
+        urns = self._switch_urns()
+        state = set(self.backend.resource_urns())
+        missing = [u for u in urns if u is None or u not in state]
+        if missing:
+            self.log(f"{what}: {len(missing)} of its objects are new to the stack: whole update")
+            self.backend.up()
+            return
+        self.log(f"{what}: targeted update of {len(urns)} objects")
+        self.backend.up([u for u in urns if u is not None])
 
     # -- commands ------------------------------------------------------------------------
     def status(self) -> int:
         service = self.service
+        stable, canary = canary_weights(service.canary.weight)
+        previous = service.previous_color or "none"
         self.log(
             f"active {service.active_color} ({getattr(service, service.active_color).version}), "
             f"preview {service.preview_color} "
             f"({getattr(service, service.preview_color).version}), "
-            f"canary weight {service.canary.weight if service.canary.enabled else 0}"
+            f"weights {stable}/{canary}, rollback to {previous}"
         )
         return EXIT_OK
 
     def deploy(self, image: str, version: str | None, preview_url: str) -> int:
         idle = self.service.preview_color
-        before = getattr(self.service, idle)
         version = version or version_from_image(image)
+        self._read_settings({f"{idle}.image": image, f"{idle}.version": version})  # validates
+        before = self._entry()
+        paths = [f"{idle}.image", f"{idle}.version", "previousColor"]
         self.log(f"deploying {image} as {version} to the idle color {idle}")
-        self._set(f"{idle}.image", image)
-        self._set(f"{idle}.version", version)
-        scaled_up = self.service.preview_replica_count == 0
-        if scaled_up:
-            # An idle color with no pods cannot be checked; it keeps one pod from now on.
-            self.log(f"{idle} runs no pods (previewReplicaCount 0): scaling it to 1")
-            self._set("previewReplicaCount", "1")
+        self._edit(f"{idle}.image", image)
+        self._edit(f"{idle}.version", version)
+        # The idle color no longer holds the previous release: nothing to roll back to.
+        self._edit("previousColor", None)
         try:
             self.backend.up()
             self._wait_ready(preview_url, idle, version)
             self._smoke(preview_url, idle, version)
         except ReleaseFailed as failure:
-            self.log(f"FAILED: {failure}; restoring {idle} to {before.version}")
-            self._set(f"{idle}.version", before.version)
-            if before.image:
-                self._set(f"{idle}.image", before.image)
-            if scaled_up:
-                self._set("previewReplicaCount", "0")
-            self.backend.up()
-            return EXIT_ROLLED_BACK
-        self.log(f"{idle} runs {version} and passed its checks; promote when ready")
+            self.log(f"FAILED: {failure}; restoring {idle} as it was")
+            self._restore(before, paths)
+            return self._recover(self.backend.up)
+        self.log(f"{idle} runs {version} and passed its checks through the real path; "
+                 "promote when ready")  # fmt: skip
         return EXIT_OK
 
-    def promote(self, active_url: str) -> int:
-        previous, new = self.service.active_color, self.service.preview_color
-        version = getattr(self.service, new).version
-        self.log(f"promoting {new} ({version}); {previous} stays warm for rollback")
-        try:
-            self._guarded_switch(new)
-            self._verify_active(active_url, new, version)
-        except ReleaseFailed as failure:
-            self.log(f"FAILED: {failure}; rolling back to {previous}")
-            self._guarded_switch(previous)
-            return EXIT_ROLLED_BACK
-        self.log(f"{new} is active")
-        return EXIT_OK
+    def promote(self, active_url: str, baseline: Mapping[str, Any] | None = None) -> int:
+        return self._switch(self.service.preview_color, active_url, False, baseline)
+
+    def rollback(self, active_url: str) -> int:
+        service = self.service
+        if service.previous_color is None:
+            active = service.active_color
+            idle = service.preview_color
+            raise BadInput(
+                f"nothing to roll back to: {active} ({getattr(service, active).version}) is "
+                f"active and {idle} ({getattr(service, idle).version}) has not served since it "
+                "was deployed; promote it, or deploy a known-good image"
+            )
+        return self._switch(service.previous_color, active_url, True)
 
     def check(self, active_url: str) -> int:
         """The post-deploy smoke test: the active endpoint is ready and serves the active color."""
@@ -333,62 +490,134 @@ class Release:
             return EXIT_ROLLED_BACK
         return EXIT_OK
 
-    def rollback(self) -> int:
-        previous = self.service.preview_color
-        self.log(f"rolling back to {previous}")
-        self._set_active(previous)
-        self.log(f"{previous} is active")
-        return EXIT_OK
-
     def canary(self, active_url: str) -> int:
         release = self.settings.release
         if self.metrics is None:
             raise BadInput("canary needs metrics (CloudWatch); none configured")
         preview = self.service.preview_color
-        self._set("canary.enabled", "true")
+        before = self._entry()
+        inconclusive = 0
         try:
-            for step in release.canary_steps:
-                if step == 100:
-                    break
-                self.log(f"canary weight {step}% to {preview}")
-                self._set("canary.weight", str(step))
-                self._up_switch_targets()
-                self.clock.sleep(release.canary_pause_seconds)
-                sample = self.metrics.sample(release.canary_pause_seconds)
-                self.log(
-                    f"error rate {sample.error_rate:.4f} (max {release.max_error_rate}), "
-                    f"p95 {sample.p95_latency_ms:.0f} ms (max {release.max_p95_latency_ms})"
-                )
-                if sample.error_rate > release.max_error_rate:
-                    raise ReleaseFailed(f"error rate {sample.error_rate:.4f} at {step}%")
-                if sample.p95_latency_ms > release.max_p95_latency_ms:
-                    raise ReleaseFailed(f"p95 latency {sample.p95_latency_ms:.0f} ms at {step}%")
+            active_size = self.backend.ready_replicas(
+                self._deployment_urn(self.service.active_color)
+            )
+            for step in release.canary_steps[:-1]:
+                # Argo's setCanaryScale matchTrafficWeight: pods in step with the traffic share.
+                self._scale_preview(math.ceil(active_size * step / 100))
+                self._edit("canary.weight", step)
+                self._apply(f"canary weight {step}% to {preview}")
+                while True:
+                    self.clock.sleep(release.canary_pause_seconds)
+                    outcome, why = judge(self.metrics.sample(release.canary_pause_seconds), release)
+                    self.log(f"analysis at {step}%: {outcome}: {why}")
+                    if outcome == "fail":
+                        raise ReleaseFailed(f"{why} at {step}%")
+                    if outcome == "pass":
+                        break
+                    inconclusive += 1
+                    if inconclusive >= release.inconclusive_limit:
+                        raise ReleaseFailed(
+                            f"{inconclusive} inconclusive windows (limit "
+                            f"{release.inconclusive_limit}): no data is not a pass"
+                        )
         except Exception as failure:  # any breach or error aborts the canary
-            self.log(f"ABORT: {failure}; canary weight back to 0")
-            self._set("canary.weight", "0")
-            self._up_switch_targets()
-            return EXIT_ROLLED_BACK
-        self.log("canary reached 100%: promoting")
-        self._set("canary.weight", "0")
-        return self.promote(active_url)
+            self.log(f"ABORT: {failure}; weights back to 100/0")
+            return self._recover(lambda: self._abort(before))
+        self.log("canary passed every step: promoting")
+        return self.promote(active_url, baseline=before)
+
+    # -- steps ---------------------------------------------------------------------------
+    def _abort(self, before: Mapping[str, Any]) -> None:
+        """Weights to 100/0 first, in one update; only then the preview's size goes back."""
+        self._edit("canary.weight", _rest_weight(self._entry()))
+        self._apply("abort")
+        self._restore(before, ["previewReplicaCount"])
+        self._apply("preview color back to its size")
+
+    def _switch(
+        self,
+        color: str,
+        active_url: str,
+        rollback: bool,
+        baseline: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Scale the incoming color up, switch Services and weights (100/0), verify, and only
+        after the delay scale the outgoing color down. `baseline`: the entry to return to."""
+        service = self.service
+        previous = service.active_color
+        version = getattr(service, color).version
+        verb = "rolling back to" if rollback else "promoting"
+        self.log(f"{verb} {color} ({version}); {previous} stays warm for "
+                 f"{self.settings.release.scale_down_delay_seconds}s")  # fmt: skip
+        before = dict(baseline or self._entry())
+        try:
+            size = self.backend.ready_replicas(self._deployment_urn(previous))
+            self._scale_preview(max(size, service.replicas))
+            # Set again below on success; meanwhile it may not name the color becoming active.
+            self._edit("previousColor", None)
+            self._edit("activeColor", color)
+            self._edit("canary.weight", _rest_weight(self._entry()))
+            self._apply(f"switching the active Service to {color}")
+            self._verify_active(active_url, color, version)
+        except Exception as failure:  # any failure puts the previous color back
+            self.log(f"FAILED: {failure}; switching back to {previous}")
+            return self._recover(lambda: self._switch_back(before))
+        self._edit("previousColor", None if rollback else previous)
+        self._scale_down(before)
+        self.log(f"{color} is active")
+        return EXIT_OK
+
+    def _switch_back(self, before: Mapping[str, Any]) -> None:
+        self._restore(before, ["activeColor", "previousColor"])
+        self._edit("canary.weight", _rest_weight(self._entry()))
+        self._apply("switching back, weights 100/0")
+        self._restore(before, ["previewReplicaCount"])
+        self._apply("outgoing color back to its size")
+
+    def _scale_preview(self, pods: int) -> None:
+        """Bring the idle color to at least `pods` ready pods before traffic moves to it."""
+        if pods <= self.service.preview_replica_count:
+            return
+        color = self.service.preview_color
+        self.log(f"scaling {color} to {pods} pods before traffic moves")
+        self._edit("previewReplicaCount", pods)
+        self._apply(f"{color} to {pods} pods")
+        urn = self._deployment_urn(color)
+        deadline = self.settings.release.ready_timeout_seconds
+        waited = 0
+        while (ready := self.backend.ready_replicas(urn)) < pods:
+            if waited >= deadline:
+                raise ReleaseFailed(f"{color} has {ready} of {pods} pods ready after {deadline}s")
+            self.clock.sleep(POLL_SECONDS)
+            waited += POLL_SECONDS
+
+    def _scale_down(self, before: Mapping[str, Any]) -> None:
+        """The outgoing color keeps its size for the delay, so its connections drain."""
+        delay = self.settings.release.scale_down_delay_seconds
+        self.clock.sleep(delay)
+        self._restore(before, ["previewReplicaCount"])
+        try:
+            self._apply(f"outgoing color down to {self.service.preview_replica_count} pods")
+        except Exception as exc:  # the release stands; the next `pulumi up` scales down
+            self.log(f"WARNING: scale-down failed ({exc}); the next pulumi up completes it")
+
+    def _recover(self, rollback: Callable[[], None]) -> int:
+        try:
+            rollback()
+        except Exception as exc:  # reported as its own exit code
+            self.log(f"ROLLBACK FAILED: {exc}; the stack needs an operator")
+            return EXIT_ROLLBACK_FAILED
+        return EXIT_ROLLED_BACK
 
     # -- gates ---------------------------------------------------------------------------
-    def _up_switch_targets(self) -> None:
-        self.backend.up(self._switch_targets())
-
-    def _guarded_switch(self, color: str) -> None:
-        try:
-            self._set_active(color)
-        except ReleaseFailed:
-            raise
-        except Exception as exc:
-            raise ReleaseFailed(f"switch to {color} failed: {exc}") from exc
+    def _get(self, url: str) -> Probe:
+        return self.http(url, self.sign(url) if self.sign else {})
 
     def _wait_ready(self, url: str, color: str, version: str) -> None:
         deadline = self.settings.release.ready_timeout_seconds
         waited = 0.0
         while True:
-            answer = self.http(f"{url}/health/ready")
+            answer = self._get(f"{url}/health/ready")
             if answer.status == 200 and (answer.color, answer.version) == (color, version):
                 self.log(f"{color} is ready ({version})")
                 return
@@ -397,8 +626,8 @@ class Release:
                     f"{color} not ready after {deadline}s (last: HTTP {answer.status}, "
                     f"{answer.color} {answer.version})"
                 )
-            self.clock.sleep(5)
-            waited += 5
+            self.clock.sleep(POLL_SECONDS)
+            waited += POLL_SECONDS
 
     def _smoke(self, url: str, color: str, version: str) -> None:
         command = self.settings.release.smoke_command
@@ -408,7 +637,7 @@ class Release:
                 raise ReleaseFailed("smoke command failed")
             return
         for path in ("/health/ready", "/api/v1/status"):
-            answer = self.http(f"{url}{path}")
+            answer = self._get(f"{url}{path}")
             if answer.status != 200 or (answer.color, answer.version) != (color, version):
                 raise ReleaseFailed(
                     f"smoke test {path}: HTTP {answer.status} from {answer.color} {answer.version}"
@@ -417,16 +646,45 @@ class Release:
 
     def _verify_active(self, url: str, color: str, version: str) -> None:
         for attempt in range(1, 4):
-            answer = self.http(f"{url}/api/v1/status")
-            ready = self.http(f"{url}/health/ready")
+            answer = self.http(f"{url}/api/v1/status", {})
+            ready = self.http(f"{url}/health/ready", {})
             if answer.status == 200 and ready.status == 200 and (
                 answer.color, answer.version) == (color, version):  # fmt: skip
                 self.log(f"verified: active endpoint serves {color} {version}")
                 return
             self.log(f"verification attempt {attempt}: {answer.color} {answer.version}, "
                      f"ready HTTP {ready.status}")  # fmt: skip
-            self.clock.sleep(5)
+            self.clock.sleep(POLL_SECONDS)
         raise ReleaseFailed(f"active endpoint does not serve {color} {version}")
+
+
+def _rest_weight(entry: Mapping[str, Any]) -> int | None:
+    """Weight 0 (all traffic to stable): written as 0 where the stack file sets a weight."""
+    return 0 if _get_in(entry, "canary.weight") is not None else None
+
+
+def _get_in(entry: Mapping[str, Any], path: str) -> Any:
+    node: Any = entry
+    for key in path.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _set_in(entry: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = entry
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is None:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value
+
+
+def _config_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def version_from_image(image: str) -> str:
@@ -443,7 +701,7 @@ def _run_command(argv: list[str], env: dict[str, str]) -> int:
 
 
 def dry_run(command: str, stack: str, service: str | None, image: str | None,
-            project_dir: Path) -> int:  # fmt: skip
+            version: str | None, project_dir: Path) -> int:  # fmt: skip
     """Print what `command` would do, from the stack file alone."""
     loaded = load_stack_config(project_dir, stack)
     settings = parse_settings(loaded.project, stack, loaded.config, loaded.secret_keys)
@@ -452,29 +710,56 @@ def dry_run(command: str, stack: str, service: str | None, image: str | None,
     if selected is None:
         raise BadInput(f"unknown service {name}")
     active, idle = selected.active_color, selected.preview_color
+    release = settings.release
+    switch = [f"scale {idle} to the live size of {active} (at least {selected.replicas}), "
+              "wait for its pods",
+              f"set services.{name}.activeColor = {idle}, canary weight 0",
+              "targeted pulumi up (listener weights 100/0, Services, HPAs)",
+              f"verify X-Color={idle} through the active endpoint",
+              f"after {release.scale_down_delay_seconds}s: {active} back to "
+              f"{selected.preview_replica_count} pods",
+              f"on failure: switch back to {active}, weights 100/0, exit 1"]  # fmt: skip
+    version = version or (version_from_image(image) if image else None)
     plans = {
         "status": [f"active {active} ({getattr(selected, active).version}), "
-                   f"preview {idle} ({getattr(selected, idle).version})"],
-        "deploy": [f"set services.{name}.{idle}.image = {image}", "pulumi up",
-                   f"wait until {idle} is ready through the preview Service", "smoke test",
-                   "on failure: restore the previous image, pulumi up, exit 1"],
-        "promote": [f"set services.{name}.activeColor = {idle}",
-                    "targeted pulumi up (Services, Deployments, HPA, Ingresses)",
-                    f"verify X-Color={idle} through the active endpoint",
-                    f"on failure: switch back to {active}, exit 1"],
-        "rollback": [f"set services.{name}.activeColor = {idle}", "targeted pulumi up"],
+                   f"preview {idle} ({getattr(selected, idle).version}), "
+                   f"weights {'/'.join(map(str, canary_weights(selected.canary.weight)))}"],
+        "deploy": [f"set services.{name}.{idle}.image = {image}",
+                   f"set services.{name}.{idle}.version = {version}", "pulumi up",
+                   f"wait until {idle} is ready through the API's {PREVIEW_ROUTE_PREFIX} route",
+                   "smoke test", "on failure: restore the idle color as it was, pulumi up, exit 1"],
+        "promote": switch,
+        "rollback": ([f"return to {selected.previous_color}", *switch[1:]]
+                     if selected.previous_color else
+                     ["refused: no previous release to return to (exit 2)"]),
         "check": [f"GET /health/ready and /api/v1/status through the active endpoint: "
                   f"{active} {getattr(selected, active).version}, up to 3 tries"],
-        "canary": [f"weights {list(settings.release.canary_steps)} to {idle}, "
-                   f"{settings.release.canary_pause_seconds}s apart",
-                   f"gate: 5xx rate <= {settings.release.max_error_rate}, "
-                   f"p95 <= {settings.release.max_p95_latency_ms} ms",
-                   "on breach: weight 0, exit 1; at 100: promote"],
+        "canary": [f"weights {list(release.canary_steps[:-1])} to {idle}, "
+                   f"{release.canary_pause_seconds}s windows, pods scaled with the weight",
+                   f"gate per window on the canary target group: 5xx share <= "
+                   f"{release.max_error_rate}, p95 <= {release.max_p95_latency_ms} ms, "
+                   f"at least {release.min_requests_per_window} requests",
+                   f"{release.inconclusive_limit} inconclusive windows (no data) abort",
+                   "on breach or error: weights 100/0 at once, exit 1; after the last: promote"],
     }  # fmt: skip
     print(f"dry run: {command} on {stack}/{name} (nothing is changed)")
     for step in plans[command]:
         print(f"  - {step}")
     return EXIT_OK
+
+
+def _canary_metrics(release: Release) -> CloudWatchMetrics:
+    outputs = release.backend.outputs()
+    suffixes = outputs.get("previewTargetGroupArnSuffixes") or {}
+    canary_group = suffixes.get(release.service_name)
+    if not canary_group or not outputs.get("loadBalancerArnSuffix"):
+        raise BadInput(
+            f"the stack exports no canary target group for {release.service_name}: "
+            "run a full `pulumi up` first"
+        )
+    return CloudWatchMetrics(
+        str(outputs["loadBalancerArnSuffix"]), str(canary_group), str(outputs["region"])
+    )
 
 
 def main(argv: Sequence[str] | None = None, backend: StackBackend | None = None,
@@ -487,7 +772,11 @@ def main(argv: Sequence[str] | None = None, backend: StackBackend | None = None,
     parser.add_argument("--service", help="a services entry (default: the API's service)")
     parser.add_argument("--image", help="deploy: the image reference to put on the idle color")
     parser.add_argument("--version", dest="app_version", help="deploy: version label")
-    parser.add_argument("--preview-url", help="base URL reaching the preview Service")
+    parser.add_argument(
+        "--preview-url",
+        help=f"deploy: base URL reaching the preview color (default: the API's "
+        f"{PREVIEW_ROUTE_PREFIX} route, SigV4-signed)",
+    )
     parser.add_argument("--active-url", help="base URL reaching the active Service")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     args = parser.parse_args(argv)
@@ -495,40 +784,46 @@ def main(argv: Sequence[str] | None = None, backend: StackBackend | None = None,
         if args.command == "deploy" and not re.fullmatch(IMAGE_REFERENCE, args.image or ""):
             raise BadInput(f"--image: not an image reference: {args.image!r}")
         if args.dry_run:
-            return dry_run(args.command, args.stack, args.service, args.image, project_dir)
+            return dry_run(args.command, args.stack, args.service, args.image,
+                           args.app_version, project_dir)  # fmt: skip
         if backend is None and args.stack not in available_stacks(project_dir):
             raise BadInput(f"unknown stack {args.stack}")
         release = Release(backend or PulumiStack(args.stack, project_dir), args.service,
                           **release_options)  # fmt: skip
-        if args.command == "status":
-            return release.status()
-        if args.command == "rollback":
-            return release.rollback()
-        active_url = args.active_url or str(release.backend.outputs().get("apiEndpoint", ""))
-        if args.command == "deploy":
-            if not args.preview_url:
-                raise BadInput(
-                    "deploy needs --preview-url (e.g. a port-forward to the preview Service)"
-                )
-            return release.deploy(args.image, args.app_version, args.preview_url.rstrip("/"))
-        if not active_url:
-            raise BadInput(f"{args.command} needs --active-url")
-        if args.command == "check":
-            return release.check(active_url.rstrip("/"))
-        if args.command == "promote":
-            return release.promote(active_url.rstrip("/"))
-        if release.metrics is None:
-            outputs = release.backend.outputs()
-            release.metrics = CloudWatchMetrics(
-                str(outputs["apiId"]), str(outputs["apiStageName"]), str(outputs["region"])
-            )
-        return release.canary(active_url.rstrip("/"))
+        return _run(release, args)
     except (BadInput, StackFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except InvalidConfig as exc:
         print("error: " + "; ".join(exc.lines), file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _run(release: Release, args: argparse.Namespace) -> int:
+    if args.command == "status":
+        return release.status()
+    outputs = release.backend.outputs()
+    active_url = (args.active_url or str(outputs.get("apiEndpoint", ""))).rstrip("/")
+    if args.command == "deploy":
+        preview_url = args.preview_url
+        if not preview_url:
+            if not outputs.get("apiEndpoint"):
+                raise BadInput("deploy needs --preview-url, or a stack that exports apiEndpoint")
+            preview_url = f"{outputs['apiEndpoint']}{PREVIEW_ROUTE_PREFIX}"
+            if release.sign is None:
+                release.sign = sigv4_signer(str(outputs["region"]))
+        return release.deploy(args.image, args.app_version, preview_url.rstrip("/"))
+    if not active_url:
+        raise BadInput(f"{args.command} needs --active-url")
+    if args.command == "check":
+        return release.check(active_url)
+    if args.command == "promote":
+        return release.promote(active_url)
+    if args.command == "rollback":
+        return release.rollback(active_url)
+    if release.metrics is None:
+        release.metrics = _canary_metrics(release)
+    return release.canary(active_url)
 
 
 if __name__ == "__main__":

@@ -170,10 +170,21 @@ class ApiSettings(ConfigModel):
 
     throttling_burst_limit: int = Field(ge=1, le=5000)
     throttling_rate_limit: float = Field(gt=0, le=10000)
-    # The Kubernetes service the API fronts, and the NodePort its active Service listens on.
+    # The Kubernetes service the API fronts, and the NodePorts its active (stable target group)
+    # and preview (canary target group) Services listen on.
     service: str = Field(default="analytics-api", pattern=r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
     node_port: int = Field(default=30080, ge=30000, le=32767)
+    preview_node_port: int = Field(default=30081, ge=30000, le=32767)
     custom_domain: CustomDomainSettings | None = None
+
+    @model_validator(mode="after")
+    def _distinct_node_ports(self) -> ApiSettings:
+        if self.node_port == self.preview_node_port:
+            raise ValueError(
+                f"nodePort and previewNodePort must differ (both {self.node_port}): each "
+                "target group reaches its own Service"
+            )
+        return self
 
 
 # registry/repository[:tag][@sha256:digest]
@@ -205,14 +216,19 @@ class ImageSettings(ConfigModel):
             raise ValueError("set build: true, or a reference to an existing image")
         if self.build and (self.tag is None or self.tag == "latest"):
             raise ValueError("build: true needs a tag that names the build, e.g. the git commit")
-        ref = self.reference or ""
-        if ref and "@sha256:" not in ref:
-            tag = ref.rsplit("/", 1)[-1].partition(":")[2]
-            if not tag or tag == "latest":
-                raise ValueError(
-                    "reference needs a digest (@sha256:...) or a version tag, not latest or none"
-                )
+        if self.reference and (problem := image_reference_problem(self.reference)):
+            raise ValueError(f"reference {problem}")
         return self
+
+
+def image_reference_problem(ref: str) -> str | None:
+    """Why an image reference may not be deployed, or None: `latest` and no tag move."""
+    if "@sha256:" in ref:
+        return None
+    tag = ref.rsplit("/", 1)[-1].partition(":")[2]
+    if not tag or tag == "latest":
+        return "needs a digest (@sha256:...) or a version tag, not latest or none"
+    return None
 
 
 Quantity = Annotated[str, Field(pattern=r"^\d+(\.\d+)?(m|Ki|Mi|Gi)?$")]
@@ -226,6 +242,12 @@ class ColorSettings(ConfigModel):
     version: LabelValue
     image: str | None = Field(default=None, pattern=IMAGE_REFERENCE)
 
+    @model_validator(mode="after")
+    def _image_is_pinned(self) -> ColorSettings:
+        if self.image and (problem := image_reference_problem(self.image)):
+            raise ValueError(f"image {problem}")
+        return self
+
 
 class ResourceSettings(ConfigModel):
     cpu_request: Quantity = "250m"
@@ -235,24 +257,25 @@ class ResourceSettings(ConfigModel):
 
 
 class CanarySettings(ConfigModel):
-    """ingress-nginx canary: a weighted share of traffic to the preview color."""
+    """The share of the API's requests the load balancer sends to the preview color.
 
-    enabled: bool = False
+    The listener forwards with weights to the stable target group (active Service) and the
+    canary target group (preview Service): `100 - weight` and `weight`. 0 at rest; the release
+    tool walks it through `release.canarySteps` and puts it back to 0 on promote or abort.
+    """
+
     weight: int = Field(default=0, ge=0, le=100)
-    # Requests with this header set to "always" go to the canary, whatever the weight.
-    header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,64}$")
-    host: str | None = Field(
-        default=None, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
-    )
-    ingress_class: str = "nginx"
 
 
 class ServiceTierSettings(ConfigModel):
     """Per-service replica counts; `serviceDefaults` sets them for every service."""
 
     replicas: int = Field(ge=1, le=100)
-    # How many pods the idle color keeps running (Argo Rollouts: previewReplicaCount).
-    preview_replica_count: int = Field(ge=0, le=100)
+    # How many pods the idle color keeps running (Argo Rollouts: previewReplicaCount). Each
+    # color is scaled by its own HorizontalPodAutoscaler, whose minReplicas must be at least 1
+    # (0 needs the alpha HPAScaleToZero gate); the canary target group and the preview route
+    # need a ready pod behind them anyway.
+    preview_replica_count: int = Field(ge=1, le=200)
     max_replicas: int = Field(ge=1, le=200)
 
 
@@ -264,7 +287,9 @@ class ServiceSettings(ConfigModel):
     blue: ColorSettings
     green: ColorSettings
     replicas: int = Field(ge=1, le=100)
-    preview_replica_count: int = Field(ge=0, le=100)
+    # The release tool raises this for the length of a switch (the incoming color to the
+    # outgoing one's size) and puts it back after `release.scaleDownDelaySeconds`.
+    preview_replica_count: int = Field(ge=1, le=200)
     max_replicas: int = Field(ge=1, le=200)
     target_cpu_percent: int = Field(default=70, ge=10, le=100)
     port: int = Field(default=8080, ge=1024, le=65535)
@@ -274,6 +299,9 @@ class ServiceSettings(ConfigModel):
         Annotated[str, Field(pattern=r"^[a-z][a-zA-Z0-9_]{0,62}$")], bool | int | str
     ] = Field(default_factory=dict)
     canary: CanarySettings = CanarySettings()
+    # Release state, written by the release tool: the color that served before the last
+    # promote, i.e. what `rollback` returns to. Unset when there is nothing to return to.
+    previous_color: Literal["blue", "green"] | None = None
 
     @property
     def preview_color(self) -> Literal["blue", "green"]:
@@ -285,6 +313,10 @@ class ServiceSettings(ConfigModel):
             raise ValueError(
                 f"maxReplicas ({self.max_replicas}) must be at least replicas ({self.replicas})"
             )
+        if self.previous_color == self.active_color:
+            raise ValueError(
+                f"previousColor ({self.previous_color}) must be the idle color, not the active one"
+            )
         return self
 
 
@@ -294,9 +326,17 @@ class ReleaseSettings(ConfigModel):
     # Canary weights walked in order; the last must be 100.
     canary_steps: tuple[int, ...] = (5, 10, 25, 50, 100)
     canary_pause_seconds: int = Field(default=60, ge=0, le=3600)
-    # A canary step fails when the API's 5xx rate or p95 latency over the pause exceeds these.
+    # A canary window fails when the canary target group's 5xx share or p95 response time
+    # exceeds these.
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     max_p95_latency_ms: int = Field(default=1000, ge=1, le=60_000)
+    # A window with fewer requests than this to the canary target group (or with no data at
+    # all) is inconclusive, never a pass; this many inconclusive windows abort the canary.
+    min_requests_per_window: int = Field(default=10, ge=1, le=1_000_000)
+    inconclusive_limit: int = Field(default=3, ge=1, le=100)
+    # After a switch, the outgoing color keeps its size this long so its connections drain
+    # (Argo Rollouts: scaleDownDelaySeconds).
+    scale_down_delay_seconds: int = Field(default=30, ge=0, le=3600)
     ready_timeout_seconds: int = Field(default=600, ge=1, le=3600)
     # Run instead of the built-in smoke test, with PREVIEW_URL in its environment.
     smoke_command: str | None = None

@@ -142,7 +142,7 @@ TIERS: dict[Environment, Tier] = {
             api=ApiTierDefaults(throttling_burst_limit=50, throttling_rate_limit=20),
             # The idle color runs nothing in dev; prod keeps it warm for instant rollback.
             service_defaults=ServiceTierDefaults(
-                replicas=1, preview_replica_count=0, max_replicas=2
+                replicas=1, preview_replica_count=1, max_replicas=2
             ),
             monitoring=MonitoringTierDefaults(
                 database=DatabaseAlarmTierDefaults(

@@ -1,27 +1,39 @@
 """In-memory stand-ins for the release tool: a stack, a cluster of loopback servers, a clock.
 
-The fake stack keeps config as the engine hands it over and learns its resource URNs by running
-the real program under the offline engine, so targeted updates are checked against real URNs.
+The fake stack keeps config as the engine hands it over and a state of resource URNs learnt by
+running the real program under the offline engine. Its `up` behaves as Pulumi's does: a targeted
+update changes only targeted objects that are already in the state; a whole update brings the
+state to what the program registers.
+
 The fake cluster runs real HTTP servers on 127.0.0.1 for the blue and green pods and for the
-active and preview Services, which forward to the color the stack's config selects.
+API endpoint, which routes as the real path does: the IAM-signed `/preview/...` route to the
+preview color, everything else by the listener's weights to the stable (active Service) or
+canary (preview Service) target group. Each color's size follows its HPA's bounds, and the
+cluster records how many ready pods the active Service had after every step of every update.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from infra.api_gateway import PREVIEW_ROUTE_PREFIX
 from infra.mock_engine import run_program
-from infra.release import MetricSample
+from infra.release import CanaryWindow
+from infra.settings import ServiceSettings, parse_settings
 from tests.conftest import PROJECT, ROOT, stack_config
+
+Handler = Callable[[str, Mapping[str, str]], tuple[int, dict[str, str], bytes]]
+COLORS = ("blue", "green")
 
 
 @dataclass
@@ -34,13 +46,14 @@ class Pod:
     status_ok: bool = True
 
 
-def _serve(handler: Callable[[str], tuple[int, dict[str, str], bytes]]) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
+def _serve(handler: Handler) -> ThreadingHTTPServer:
+    class RequestHandler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status, headers, body = handler(self.path)
+            status, headers, body = handler(self.path, dict(self.headers.items()))
             self.send_response(status)
             for key, value in headers.items():
-                self.send_header(key, value)
+                if key.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(key, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -48,7 +61,7 @@ def _serve(handler: Callable[[str], tuple[int, dict[str, str], bytes]]) -> Threa
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
     server.daemon_threads = True
     # A short poll interval keeps shutdown() quick at teardown.
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
@@ -56,43 +69,83 @@ def _serve(handler: Callable[[str], tuple[int, dict[str, str], bytes]]) -> Threa
 
 
 class FakeCluster:
-    """Blue and green pods plus active and preview Services, all on loopback."""
+    """Blue and green pods, their HPAs, the two Services and the load balancer, on loopback."""
 
     def __init__(self) -> None:
-        self.pods = {color: Pod(color) for color in ("blue", "green")}
+        self.pods = {color: Pod(color) for color in COLORS}
+        self.size = dict.fromkeys(COLORS, 0)
+        self.bounds = dict.fromkeys(COLORS, (1, 1))
         self.active_color = "blue"
+        self.weight = 0  # the listener's weight of the canary target group
         # Versions whose pods never get ready, or answer 500 on /api/v1/status.
         self.unready_versions: set[str] = set()
         self.broken_versions: set[str] = set()
         # When set, the active Service keeps its old selector whatever the config says.
         self.stale_selector = False
-        self._servers = {color: _serve(self._pod_handler(color)) for color in self.pods}
-        self._servers["active"] = _serve(self._forward(lambda: self.active_color))
-        self._servers["preview"] = _serve(
-            self._forward(lambda: "green" if self.active_color == "blue" else "blue")
-        )
+        # Ready pods behind the active Service after every step of every update.
+        self.active_capacity: list[int] = []
+        self.requests = dict.fromkeys(COLORS, 0)
+        self._counter = itertools.count()
+        self._servers = {color: _serve(self._pod_handler(color)) for color in COLORS}
+        self._servers["api"] = _serve(self._api)
+        self._servers["preview"] = _serve(self._forward(lambda: self.preview_color))
+
+    @property
+    def preview_color(self) -> str:
+        return "green" if self.active_color == "blue" else "blue"
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self._servers[name].server_address[1]}"
 
-    def apply(self, service: dict[str, Any]) -> None:
-        """What `pulumi up` does to the cluster: roll out versions, move selectors."""
-        for color, pod in self.pods.items():
-            pod.version = service[color]["version"]
-            pod.ready = pod.version not in self.unready_versions
-            pod.status_ok = pod.version not in self.broken_versions
-        if not self.stale_selector:
-            self.active_color = service.get("activeColor", "blue")
+    def ready(self, color: str) -> int:
+        return self.size[color] if self.pods[color].ready else 0
+
+    def apply(self, settings: ServiceSettings, parts: set[str]) -> None:
+        """What an update does to the cluster: `parts` names the kinds of object it changed."""
+        if "deployments" in parts:
+            for color, pod in self.pods.items():
+                pod.version = getattr(settings, color).version
+                pod.ready = pod.version not in self.unready_versions
+                pod.status_ok = pod.version not in self.broken_versions
+        new_active = self.active_color
+        if "services" in parts and not self.stale_selector:
+            new_active = settings.active_color
+        new_bounds = dict(self.bounds)
+        if "hpas" in parts:
+            for color in COLORS:
+                new_bounds[color] = (
+                    (settings.replicas, settings.max_replicas)
+                    if color == settings.active_color
+                    else (settings.preview_replica_count,) * 2
+                )
+        # Pulumi updates independent objects in parallel: check both orders.
+        for hpas_first in (True, False):
+            sizes = dict(self.size)
+            active = self.active_color
+            for step in ("hpas", "services") if hpas_first else ("services", "hpas"):
+                if step == "hpas":
+                    sizes = {c: _clamp(sizes[c], new_bounds[c]) for c in COLORS}
+                else:
+                    active = new_active
+                ready = sizes[active] if self.pods[active].ready else 0
+                self.active_capacity.append(ready)
+        self.bounds = new_bounds
+        self.size = {c: _clamp(self.size[c], new_bounds[c]) for c in COLORS}
+        self.active_color = new_active
+        if "listener" in parts:
+            self.weight = settings.canary.weight
 
     def close(self) -> None:
         for server in self._servers.values():
             server.shutdown()
             server.server_close()
 
-    def _pod_handler(self, color: str) -> Callable[[str], tuple[int, dict[str, str], bytes]]:
-        def handle(path: str) -> tuple[int, dict[str, str], bytes]:
+    def _pod_handler(self, color: str) -> Handler:
+        def handle(path: str, _headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
             pod = self.pods[color]
             headers = {"X-Color": pod.color, "X-Version": pod.version}
+            if self.size[color] == 0:
+                return 503, {}, b"no endpoints"
             if path == "/health/ready":
                 return (200 if pod.ready else 503), headers, b"{}"
             if path == "/api/v1/status":
@@ -101,17 +154,49 @@ class FakeCluster:
 
         return handle
 
-    def _forward(
-        self, color: Callable[[], str]
-    ) -> Callable[[str], tuple[int, dict[str, str], bytes]]:
-        def handle(path: str) -> tuple[int, dict[str, str], bytes]:
-            try:
-                with urllib.request.urlopen(self.url(color()) + path, timeout=5) as response:  # noqa: S310
-                    return response.status, dict(response.headers), response.read()
-            except urllib.error.HTTPError as error:
-                return error.code, dict(error.headers), error.read()
+    def _api(self, path: str, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """HTTP API -> listener: the preview route needs a SigV4 signature (AWS_IAM)."""
+        if path.startswith(f"{PREVIEW_ROUTE_PREFIX}/"):
+            if not any(k.lower() == "authorization" for k in headers):
+                return 403, {}, b'{"message":"Forbidden"}'
+            return self._get(self.preview_color, path[len(PREVIEW_ROUTE_PREFIX) :])
+        color = self.preview_color if next(self._counter) % 100 < self.weight else self.active_color
+        self.requests[color] += 1
+        return self._get(color, path)
 
-        return handle
+    def _get(self, color: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        try:
+            with urllib.request.urlopen(self.url(color) + path, timeout=5) as response:  # noqa: S310
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def _forward(self, color: Callable[[], str]) -> Handler:
+        return lambda path, _headers: self._get(color(), path)
+
+
+def _clamp(size: int, bounds: tuple[int, int]) -> int:
+    return min(max(size, bounds[0]), bounds[1])
+
+
+_PROGRAM_URNS: dict[str, list[str]] = {}
+
+
+def program_urns(stack: str) -> list[str]:
+    """The URNs the program registers for a repository stack (run once per test process)."""
+    if stack not in _PROGRAM_URNS:
+        config, secret_keys = stack_config(stack)
+        run = run_program(ROOT / "infra", PROJECT, stack, config, secret_keys)
+        _PROGRAM_URNS[stack] = [r.urn for r in run.resources]
+    return _PROGRAM_URNS[stack]
+
+
+PART_OF_TYPE = {
+    "kubernetes:apps/v1:Deployment": "deployments",
+    "kubernetes:core/v1:Service": "services",
+    "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": "hpas",
+    "aws:lb/listener:Listener": "listener",
+}
 
 
 @dataclass
@@ -121,24 +206,37 @@ class FakeStack:
     name: str
     cluster: FakeCluster
     project: str = PROJECT
-    # Fails an `up` while this returns True for the config about to be applied.
-    fail_up_when: Callable[[dict[str, Any]], bool] = lambda _service: False
-    ups: list[Sequence[str] | None] = field(default_factory=list)
+    # Fails an `up` while this returns True for the service settings about to be applied.
+    fail_up_when: Callable[[ServiceSettings], bool] = lambda _service: False
+    # Objects (by URN suffix) the stack's state does not have yet, e.g. from an older program.
+    not_yet_created: Sequence[str] = ()
+    ups: list[list[str] | None] = field(default_factory=list)
     _config: dict[str, str] = field(default_factory=dict)
     _secret_keys: list[str] = field(default_factory=list)
-    _urns: list[str] | None = None
+    state: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._config, self._secret_keys = stack_config(self.name)
-        self.cluster.apply(self.service())
+        planned = program_urns(self.name)
+        self.state = {u for u in planned if not u.endswith(tuple(self.not_yet_created))}
+        settings = self.settings()
+        for color in COLORS:
+            low = settings.replicas if color == settings.active_color else None
+            self.cluster.size[color] = low or settings.preview_replica_count
+        self.cluster.apply(settings, set(PART_OF_TYPE.values()))
+        self.cluster.active_capacity.clear()
 
     def service(self, index: int = 0) -> dict[str, Any]:
         return json.loads(self._config[f"{PROJECT}:services"])[index]
 
+    def settings(self, index: int = 0) -> ServiceSettings:
+        parsed = parse_settings(PROJECT, self.name, self._config, self._secret_keys)
+        return parsed.services[index]
+
     def config(self) -> tuple[dict[str, str], list[str]]:
         return dict(self._config), list(self._secret_keys)
 
-    def set_path(self, path: str, value: str) -> None:
+    def _edit(self, path: str, change: Callable[[dict[str, Any], str], None]) -> None:
         head, _, rest = path.partition("[")
         index_text, _, dotted = rest.partition("].")
         items = json.loads(self._config[f"{PROJECT}:{head}"])
@@ -146,25 +244,48 @@ class FakeStack:
         *parents, leaf = dotted.split(".")
         for key in parents:
             target = target.setdefault(key, {})
-        target[leaf] = _typed(value)
+        change(target, leaf)
         self._config[f"{PROJECT}:{head}"] = json.dumps(items)
+
+    def set_path(self, path: str, value: str) -> None:
+        self._edit(path, lambda target, leaf: target.__setitem__(leaf, _typed(value)))
+
+    def remove_path(self, path: str) -> None:
+        self._edit(path, lambda target, leaf: target.pop(leaf))
 
     def up(self, targets: Sequence[str] | None = None) -> None:
         self.ups.append(list(targets) if targets else None)
-        service = self.service()
-        if self.fail_up_when(service):
+        settings = self.settings()
+        if self.fail_up_when(settings):
             raise RuntimeError("update failed: the API server refused the change")
-        self.cluster.apply(service)
+        if targets is None:
+            self.state = set(program_urns(self.name))
+            parts = set(PART_OF_TYPE.values())
+        else:
+            # Pulumi skips creating what it is not asked to: only objects in the state change.
+            changed = [urn for urn in targets if urn in self.state]
+            parts = {PART_OF_TYPE[t] for urn in changed if (t := _type(urn)) in PART_OF_TYPE}
+        self.cluster.apply(settings, parts)
 
     def resource_urns(self) -> list[str]:
-        if self._urns is None:
-            run = run_program(ROOT / "infra", PROJECT, self.name, self._config, self._secret_keys)
-            self._urns = [r.urn for r in run.resources]
-        return self._urns
+        return sorted(self.state)
+
+    def ready_replicas(self, urn: str) -> int:
+        assert urn in self.state, urn
+        return self.cluster.ready(urn.rsplit("-", 1)[1])
 
     def outputs(self) -> dict[str, Any]:
-        return {"apiEndpoint": self.cluster.url("active"), "apiId": "fakeapi",
-                "apiStageName": "$default", "region": "eu-west-1"}  # fmt: skip
+        return {
+            "apiEndpoint": self.cluster.url("api"),
+            "region": "eu-west-1",
+            "loadBalancerArnSuffix": "app/lb/1",
+            "targetGroupArnSuffixes": {"analytics-api": "targetgroup/stable/1"},
+            "previewTargetGroupArnSuffixes": {"analytics-api": "targetgroup/preview/2"},
+        }  # fmt: skip
+
+
+def _type(urn: str) -> str:
+    return urn.split("::")[-2].split("$")[-1]
 
 
 def _typed(value: str) -> Any:
@@ -190,18 +311,27 @@ class FakeClock:
         self.current += timedelta(seconds=seconds)
 
 
-class FakeMetrics:
-    """Healthy samples, except a breach from step `breach_at` (1-based) on."""
+HEALTHY = CanaryWindow(requests=1200, errors_5xx=None, p95_response_seconds=0.12)
+BREACH = CanaryWindow(requests=1200, errors_5xx=240, p95_response_seconds=0.15)
+SLOW = CanaryWindow(requests=1200, errors_5xx=1, p95_response_seconds=2.5)
+NO_DATA = CanaryWindow(requests=None, errors_5xx=None, p95_response_seconds=None)
 
-    def __init__(self, breach_at: int | None = None, error: bool = False) -> None:
-        self.breach_at = breach_at
+
+class FakeMetrics:
+    """The canary target group's windows, in order; the last one repeats."""
+
+    def __init__(self, *windows: CanaryWindow, error: bool = False) -> None:
+        self.windows = list(windows) or [HEALTHY]
         self.error = error
         self.samples = 0
 
-    def sample(self, window_seconds: int) -> MetricSample:
+    def sample(self, window_seconds: int) -> CanaryWindow:
         self.samples += 1
         if self.error:
             raise ConnectionError("CloudWatch unreachable")
-        if self.breach_at is not None and self.samples >= self.breach_at:
-            return MetricSample(error_rate=0.2, p95_latency_ms=150)
-        return MetricSample(error_rate=0.001, p95_latency_ms=120)
+        return self.windows[min(self.samples, len(self.windows)) - 1]
+
+
+def fake_signer(url: str) -> dict[str, str]:
+    """Stands in for SigV4: the fake API only checks that a signature is there."""
+    return {"Authorization": f"AWS4-HMAC-SHA256 Credential=test, for {url}"}

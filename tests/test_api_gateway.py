@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -16,6 +17,7 @@ INTEGRATION = "aws:apigatewayv2/integration:Integration"
 SG = "aws:ec2/securityGroup:SecurityGroup"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+TARGET_GROUP = "aws:lb/targetGroup:TargetGroup"
 
 
 def _network(stack: str) -> dict[str, object]:
@@ -74,7 +76,7 @@ def _routes(run: ProgramRun) -> dict[str, dict[str, object]]:
 def test_routes_reach_the_internal_listener_through_the_vpc_link(run_stack: RunStack) -> None:
     run = run_stack("prod")
     routes = _routes(run)
-    assert set(routes) == {"ANY /{proxy+}", "GET /health"}
+    assert set(routes) == {"ANY /{proxy+}", "GET /health", "ANY /preview/{proxy+}"}
     listener = run.one("aws:lb/listener:Listener")
     link = run.one("aws:apigatewayv2/vpcLink:VpcLink")
     for integration in routes.values():
@@ -82,8 +84,48 @@ def test_routes_reach_the_internal_listener_through_the_vpc_link(run_stack: RunS
         assert integration["connectionType"] == "VPC_LINK"
         assert integration["connectionId"] == link.id
         assert integration["integrationUri"] == listener.outputs["arn"]
-    assert routes["GET /health"]["requestParameters"] == {"overwrite:path": "/health/ready"}
-    assert "requestParameters" not in routes["ANY /{proxy+}"]
+    assert routes["GET /health"]["requestParameters"] == {
+        "overwrite:path": "/health/ready",
+        "remove:header.x-analytics-preview": "''",
+    }
+
+
+def test_only_the_iam_signed_preview_route_can_choose_the_preview_color(
+    run_stack: RunStack,
+) -> None:
+    """HTTP API parameter mapping can remove or overwrite a request header before it reaches
+    the integration (API Gateway, "Transform API requests and responses for HTTP APIs"); routes
+    with authorizationType AWS_IAM need a SigV4 signature (API Gateway, "Controlling access to
+    HTTP APIs with IAM authorization"). So users can never set the header the listener's
+    preview rule matches, and the release tool can."""
+    run = run_stack("prod")
+    routes = {r.inputs["routeKey"]: r.inputs for r in run.of_type(ROUTE)}
+    assert routes["ANY /{proxy+}"]["authorizationType"] == "NONE"
+    assert routes["GET /health"]["authorizationType"] == "NONE"
+    assert routes["ANY /preview/{proxy+}"]["authorizationType"] == "AWS_IAM"
+    integrations = _routes(run)
+    assert integrations["ANY /{proxy+}"]["requestParameters"] == {
+        "remove:header.x-analytics-preview": "''"
+    }
+    assert integrations["ANY /preview/{proxy+}"]["requestParameters"] == {
+        "overwrite:path": "/${request.path.proxy}",
+        "overwrite:header.x-analytics-preview": "true",
+    }
+    api = run.one(API)
+    assert run.outputs["apiPreviewInvokeArn"] == api.outputs["executionArn"] + "/*/*/preview/*"
+
+
+def test_the_preview_header_rule_forwards_to_the_preview_target_group(run_stack: RunStack) -> None:
+    """Listener rules are evaluated by priority before the default action (Elastic Load
+    Balancing, "Listener rules for your Application Load Balancer": http-header condition)."""
+    run = run_stack("staging")
+    rule = run.one("aws:lb/listenerRule:ListenerRule").inputs
+    preview = run.one(TARGET_GROUP, "api-analytics-api-preview")
+    assert rule["listenerArn"] == run.one("aws:lb/listener:Listener").outputs["arn"]
+    assert rule["conditions"] == [
+        {"httpHeader": {"httpHeaderName": "x-analytics-preview", "values": ["true"]}}
+    ]
+    assert rule["actions"] == [{"type": "forward", "targetGroupArn": preview.outputs["arn"]}]
 
 
 def test_vpc_link_sits_in_the_private_subnets_with_its_own_group(run_stack: RunStack) -> None:
@@ -105,18 +147,47 @@ def test_internal_load_balancer_forwards_to_instance_targets_on_the_node_port(
     assert lb.inputs["subnets"] == _network(stack)["privateSubnetIds"]
     assert lb.inputs["enableDeletionProtection"] is (stack == "prod")
     assert len(lb.inputs["name"]) <= 32
-    target_group = run.one("aws:lb/targetGroup:TargetGroup")
-    assert target_group.inputs["targetType"] == "instance"
-    assert target_group.inputs["port"] == 30080
-    assert target_group.inputs["vpcId"] == _network(stack)["vpcId"]
-    health = target_group.inputs["healthCheck"]
-    assert health["path"] == "/health/ready"
-    assert health["port"] == "traffic-port"
+    stable = run.one(TARGET_GROUP, "api-analytics-api")
+    preview = run.one(TARGET_GROUP, "api-analytics-api-preview")
+    for group, port in ((stable, 30080), (preview, 30081)):
+        assert group.inputs["targetType"] == "instance"
+        assert group.inputs["port"] == port
+        assert group.inputs["vpcId"] == _network(stack)["vpcId"]
+        assert len(group.inputs["name"]) <= 32
+        health = group.inputs["healthCheck"]
+        assert health["path"] == "/health/ready"
+        assert health["port"] == "traffic-port"
+    assert stable.inputs["name"] != preview.inputs["name"]
     listener = run.one("aws:lb/listener:Listener").inputs
     assert listener["loadBalancerArn"] == lb.outputs["arn"]
-    [action] = listener["defaultActions"]
-    assert action == {"type": "forward", "targetGroupArn": target_group.outputs["arn"]}
-    assert run.outputs["targetGroupArns"] == {"analytics-api": target_group.outputs["arn"]}
+    assert _weights(run) == {"stable": 100, "preview": 0}
+    assert run.outputs["targetGroupArns"] == {"analytics-api": stable.outputs["arn"]}
+    assert run.outputs["previewTargetGroupArns"] == {"analytics-api": preview.outputs["arn"]}
+
+
+def _weights(run: ProgramRun) -> dict[str, int]:
+    """The listener's forward weights by target group role, and nothing else in the action."""
+    [action] = run.one("aws:lb/listener:Listener").inputs["defaultActions"]
+    assert set(action) == {"type", "forward"}
+    assert action["type"] == "forward"
+    assert set(action["forward"]) == {"targetGroups"}  # no stickiness: a per-request split
+    arns = {
+        run.one(TARGET_GROUP, "api-analytics-api").outputs["arn"]: "stable",
+        run.one(TARGET_GROUP, "api-analytics-api-preview").outputs["arn"]: "preview",
+    }
+    return {arns[group["arn"]]: group["weight"] for group in action["forward"]["targetGroups"]}
+
+
+@pytest.mark.parametrize("weight", [1, 10, 50, 100])
+def test_a_canary_weight_in_config_splits_the_listener_100_minus_w_to_w(
+    run_stack: RunStack, weight: int
+) -> None:
+    """ALB forward actions distribute requests across target groups by weight, 0-999 (Elastic
+    Load Balancing, "Listeners for your Application Load Balancers: forward actions")."""
+    services = copy.deepcopy(stack_yaml("prod")["config"]["analytics-platform:services"])
+    services[0]["canary"] = {"weight": weight}
+    run = run_stack("prod", {"services": services})
+    assert _weights(run) == {"stable": 100 - weight, "preview": weight}
 
 
 def test_security_groups_chain_vpc_link_to_load_balancer_to_node_port_only(
@@ -139,8 +210,10 @@ def test_security_groups_chain_vpc_link_to_load_balancer_to_node_port_only(
             if r.parent and "ApiGateway" in r.parent
         }
 
-    assert rules(EGRESS) == {(link, lb, 80, 80), (lb, nodes, 30080, 30080)}
-    assert rules(INGRESS) == {(lb, link, 80, 80), (nodes, lb, 30080, 30080)}
+    assert rules(EGRESS) == {(link, lb, 80, 80), (lb, nodes, 30080, 30080),
+                             (lb, nodes, 30081, 30081)}  # fmt: skip
+    assert rules(INGRESS) == {(lb, link, 80, 80), (nodes, lb, 30080, 30080),
+                              (nodes, lb, 30081, 30081)}  # fmt: skip
 
 
 def test_a_custom_domain_gets_tls_1_2_and_replaces_the_default_endpoint(
@@ -177,6 +250,10 @@ def test_without_a_custom_domain_the_default_endpoint_is_the_output(run_stack: R
     assert run.outputs["apiStageName"] == "$default"
 
 
-def test_node_port_is_configurable_within_the_kubernetes_range(run_stack: RunStack) -> None:
-    run = run_stack("dev", overrides={"api": {"nodePort": 31000}})
-    assert run.one("aws:lb/targetGroup:TargetGroup").inputs["port"] == 31000
+def test_node_ports_are_configurable_within_the_kubernetes_range(run_stack: RunStack) -> None:
+    run = run_stack("dev", overrides={"api": {"nodePort": 31000, "previewNodePort": 31001}})
+    assert run.one(TARGET_GROUP, "api-analytics-api").inputs["port"] == 31000
+    assert run.one(TARGET_GROUP, "api-analytics-api-preview").inputs["port"] == 31001
+    services = {s.name: s.inputs["spec"] for s in run.of_type("kubernetes:core/v1:Service")}
+    assert services["analytics-api-active"]["ports"][0]["nodePort"] == 31000
+    assert services["analytics-api-preview"]["ports"][0]["nodePort"] == 31001

@@ -13,6 +13,9 @@ from tests.conftest import STACKS, RunStack, stack_yaml
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SERVICE = "kubernetes:core/v1:Service"
+HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+TGB = "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
 
 
 def _deployment(run: ProgramRun, color: str) -> dict[str, Any]:
@@ -38,9 +41,9 @@ def test_prod_has_every_object_of_a_blue_green_service(run_stack: RunStack) -> N
         DEPLOYMENT: 2,
         SERVICE: 2,
         "kubernetes:policy/v1:PodDisruptionBudget": 2,
-        "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": 1,
+        HPA: 2,
         "kubernetes:networking.k8s.io/v1:NetworkPolicy": 1,
-        "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding": 1,
+        TGB: 2,
     }
 
 
@@ -115,16 +118,40 @@ def test_features_become_config_map_settings(run_stack: RunStack) -> None:
     assert data["FEATURE_EXPORTLIMIT"] == "500"
 
 
-@pytest.mark.parametrize(("stack", "active", "preview"), [("dev", 1, 0), ("staging", 2, 1),
-                                                          ("prod", 3, 3)])  # fmt: skip
-def test_idle_color_runs_the_preview_replica_count(
-    run_stack: RunStack, stack: str, active: int, preview: int
+@pytest.mark.parametrize(("stack", "active", "most", "preview"),
+                         [("dev", 1, 2, 1), ("staging", 2, 4, 1), ("prod", 3, 10, 3)])  # fmt: skip
+def test_each_color_has_its_own_hpa_and_no_deployment_sets_replicas(
+    run_stack: RunStack, stack: str, active: int, most: int, preview: int
 ) -> None:
+    """A Deployment under an HPA leaves spec.replicas unset, or every apply resets the HPA's
+    count (Kubernetes, "Horizontal Pod Autoscaling: migrating Deployments and StatefulSets to
+    horizontal autoscaling"). The active color scales with load; the idle one holds
+    previewReplicaCount (min = max)."""
     run = run_stack(stack)
-    assert _deployment(run, "blue")["spec"]["replicas"] == active
-    assert _deployment(run, "green")["spec"]["replicas"] == preview
-    pdbs = {r.name for r in run.of_type("kubernetes:policy/v1:PodDisruptionBudget")}
-    assert pdbs == {"analytics-api-blue"} | ({"analytics-api-green"} if preview else set())
+    for color in ("blue", "green"):
+        assert "replicas" not in _deployment(run, color)["spec"]
+    hpas = {r.name: r.inputs["spec"] for r in run.of_type(HPA)}
+    assert set(hpas) == {"analytics-api-blue", "analytics-api-green"}
+    for color, bounds in (("blue", (active, most)), ("green", (preview, preview))):
+        spec = hpas[f"analytics-api-{color}"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                          "name": f"analytics-api-{color}"}  # fmt: skip
+        assert (spec["minReplicas"], spec["maxReplicas"]) == bounds
+        assert spec["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+
+
+def test_each_color_has_a_disruption_budget_for_exactly_its_pods(run_stack: RunStack) -> None:
+    run = run_stack("dev")
+    pdbs = {r.name: r.inputs for r in run.of_type(PDB)}
+    assert set(pdbs) == {"analytics-api-blue", "analytics-api-green"}
+    for color in ("blue", "green"):
+        pdb = pdbs[f"analytics-api-{color}"]
+        assert pdb["metadata"]["name"] == f"analytics-api-{color}"
+        assert pdb["spec"] == {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "analytics-api",
+                                         "app": "analytics-api", "color": color}},
+        }  # fmt: skip
 
 
 def test_services_select_the_active_and_preview_colors(run_stack: RunStack) -> None:
@@ -133,23 +160,39 @@ def test_services_select_the_active_and_preview_colors(run_stack: RunStack) -> N
     preview = run.one(SERVICE, "analytics-api-preview").inputs["spec"]
     assert active["selector"]["color"] == "blue"
     assert preview["selector"]["color"] == "green"
-    assert active["type"] == "NodePort"
-    assert active["ports"][0]["nodePort"] == 30080
-    assert preview["type"] == "ClusterIP"
-    hpa = run.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]
-    assert hpa["scaleTargetRef"]["name"] == "analytics-api-blue"
-    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 10)
+    assert (active["type"], active["ports"][0]["nodePort"]) == ("NodePort", 30080)
+    assert (preview["type"], preview["ports"][0]["nodePort"]) == ("NodePort", 30081)
 
 
-def test_active_service_is_bound_to_the_load_balancer_target_group(run_stack: RunStack) -> None:
+def test_each_service_is_bound_to_its_own_target_group(run_stack: RunStack) -> None:
+    """A TargetGroupBinding keeps one target group's targets in step with one Service (AWS Load
+    Balancer Controller, "TargetGroupBinding"): active -> stable, preview -> canary."""
     run = run_stack("prod")
-    binding = run.one("kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding").inputs["spec"]
-    target_group = run.one("aws:lb/targetGroup:TargetGroup")
-    assert binding == {
-        "serviceRef": {"name": "analytics-api-active", "port": 80},
-        "targetGroupARN": target_group.outputs["arn"],
-        "targetType": "instance",
+    bindings = {r.name: r.inputs for r in run.of_type(TGB)}
+    groups = {r.name: r.outputs["arn"] for r in run.of_type("aws:lb/targetGroup:TargetGroup")}
+    assert {name: b["spec"] for name, b in bindings.items()} == {
+        "analytics-api-target-group": {
+            "serviceRef": {"name": "analytics-api-active", "port": 80},
+            "targetGroupARN": groups["api-analytics-api"],
+            "targetType": "instance",
+        },
+        "analytics-api-preview-target-group": {
+            "serviceRef": {"name": "analytics-api-preview", "port": 80},
+            "targetGroupARN": groups["api-analytics-api-preview"],
+            "targetType": "instance",
+        },
     }
+    names = {b["metadata"]["name"] for b in bindings.values()}
+    assert names == {"analytics-api", "analytics-api-preview"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_ingress_nginx_objects(run_stack: RunStack, stack: str) -> None:
+    """Traffic enters through the ALB and never passes an ingress controller; ingress-nginx is
+    retired upstream."""
+    run = run_stack(stack)
+    assert run.of_type("kubernetes:networking.k8s.io/v1:Ingress") == []
+    assert not any("nginx" in json.dumps(r.inputs) for r in run.resources)
 
 
 def test_network_policy_allows_the_app_port_in_and_dns_database_https_out(
@@ -179,7 +222,7 @@ def _changed_paths(before: Any, after: Any, path: str = "") -> set[str]:
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
-def test_switching_colors_changes_only_selectors_replicas_and_what_follows_the_color(
+def test_switching_colors_changes_only_selectors_and_hpa_bounds(
     run_stack: RunStack, stack: str
 ) -> None:
     before = {r.urn: r.to_json() for r in run_stack(stack).resources}
@@ -194,35 +237,17 @@ def test_switching_colors_changes_only_selectors_replicas_and_what_follows_the_c
     allowed = {
         "analytics-api-active.spec.selector.color",
         "analytics-api-preview.spec.selector.color",
-        "analytics-api-blue.spec.replicas",
-        "analytics-api-green.spec.replicas",
-        "analytics-api.spec.scaleTargetRef.name",
+        "analytics-api-blue.spec.minReplicas",
+        "analytics-api-blue.spec.maxReplicas",
+        "analytics-api-green.spec.minReplicas",
+        "analytics-api-green.spec.maxReplicas",
     }
     assert changed <= allowed
     assert {"analytics-api-active.spec.selector.color",
-            "analytics-api.spec.scaleTargetRef.name"} <= changed  # fmt: skip
-
-
-def test_canary_adds_a_weighted_ingress_to_the_preview_color(run_stack: RunStack) -> None:
-    services = _flip("dev")
-    services[0]["canary"] = {"enabled": True, "weight": 10, "header": "X-Canary",
-                             "host": "api.dev.example.com"}  # fmt: skip
-    run = run_stack("dev", overrides={"services": services})
-    ingresses = {r.name: r.inputs for r in run.of_type("kubernetes:networking.k8s.io/v1:Ingress")}
-    stable, canary = ingresses["analytics-api-stable"], ingresses["analytics-api-canary"]
-
-    def backend(ingress: dict[str, Any]) -> str:
-        path = ingress["spec"]["rules"][0]["http"]["paths"][0]
-        return str(path["backend"]["service"]["name"])
-
-    assert backend(stable) == "analytics-api-active"
-    assert backend(canary) == "analytics-api-preview"
-    assert canary["metadata"]["annotations"] == {
-        "nginx.ingress.kubernetes.io/canary": "true",
-        "nginx.ingress.kubernetes.io/canary-weight": "10",
-        "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary",
-    }
-    assert "annotations" not in stable["metadata"]
+            "analytics-api-preview.spec.selector.color"} <= changed  # fmt: skip
+    hpas = {r.name: r.inputs["spec"] for r in run_stack(stack, overrides={"services":
+            _flip(stack)}).of_type(HPA)}  # fmt: skip
+    assert hpas["analytics-api-green"]["maxReplicas"] > hpas["analytics-api-blue"]["maxReplicas"]
 
 
 def test_each_color_runs_its_own_image_and_version(run_stack: RunStack) -> None:

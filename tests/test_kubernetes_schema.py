@@ -56,7 +56,7 @@ def test_every_kubernetes_object_matches_the_cluster_schema(
 ) -> None:
     version = stack_yaml(stack)["config"]["analytics-platform:kubernetes"]["version"]
     services = copy.deepcopy(stack_yaml(stack)["config"]["analytics-platform:services"])
-    services[0]["canary"] = {"enabled": True, "weight": 5, "header": "X-Canary"}
+    services[0]["canary"] = {"weight": 5}
     objects = []
     for service_monitor in (False, True):
         prometheus = {"prometheus": {"serviceMonitor": service_monitor}}
@@ -64,7 +64,7 @@ def test_every_kubernetes_object_matches_the_cluster_schema(
             run_stack(stack, overrides={"services": services, "monitoring": prometheus})
         )
     kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "Service", "Ingress", "TargetGroupBinding", "Secret",
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "TargetGroupBinding", "Secret",
             "ServiceMonitor"} <= kinds  # fmt: skip
     for manifest in objects:
         check(manifest, version)
@@ -88,7 +88,9 @@ def test_a_service_monitor_without_endpoints_fails(run_stack: RunStack) -> None:
 
 
 def test_a_target_group_binding_without_its_target_group_fails(run_stack: RunStack) -> None:
-    [binding] = [o for o in manifests(run_stack("dev")) if o["kind"] == "TargetGroupBinding"]
-    del binding["spec"]["targetGroupARN"]
-    with pytest.raises(AssertionError, match="targetGroupARN"):
-        check(binding, "1.34")
+    bindings = [o for o in manifests(run_stack("dev")) if o["kind"] == "TargetGroupBinding"]
+    assert len(bindings) == 2  # stable and canary target groups
+    for binding in bindings:
+        del binding["spec"]["targetGroupARN"]
+        with pytest.raises(AssertionError, match="targetGroupARN"):
+            check(binding, "1.34")

@@ -79,6 +79,11 @@ def expected(stack: str) -> dict[str, tuple[str, str, str, str, float]]:
                                        m.load_balancer.max_unhealthy_hosts),
         f"{SERVICE}-healthy-hosts": ("AWS/ApplicationELB", "HealthyHostCount", "Minimum",
                                      "LessThanThreshold", 1),
+        f"{SERVICE}-preview-unhealthy-hosts": ("AWS/ApplicationELB", "UnHealthyHostCount",
+                                               "Maximum", "GreaterThanThreshold",
+                                               m.load_balancer.max_unhealthy_hosts),
+        f"{SERVICE}-preview-healthy-hosts": ("AWS/ApplicationELB", "HealthyHostCount", "Minimum",
+                                             "LessThanThreshold", 1),
         f"{SERVICE}-error-logs": (f"{PROJECT}/{stack}/{SERVICE}", "ErrorLogEvents", "Sum",
                                   "GreaterThanThreshold",
                                   m.service.max_error_logs_per_minute),
@@ -375,3 +380,32 @@ def test_readme_runbook_lists_every_alarm_with_what_to_do(
         assert rows[row][-1].replace("`", "") == runbook.replace(SERVICE, "<service>").replace(
             "`", ""
         ), row
+
+
+def test_the_canary_target_group_has_its_own_host_alarms_and_dashboard_panels(
+    runs: Callable[[str], ProgramRun],
+) -> None:
+    """Target-group metrics carry `TargetGroup` and `LoadBalancer` (Elastic Load Balancing,
+    "CloudWatch metrics for your Application Load Balancer"): the canary group's alarms and
+    panels name the canary group itself, and its alarms stay out of the service's composite
+    (the idle color serves no user at rest)."""
+    run = runs("prod")
+    preview = run.one(TARGET_GROUP, "api-analytics-api-preview").outputs["arnSuffix"]
+    stable = run.one(TARGET_GROUP, "api-analytics-api").outputs["arnSuffix"]
+    lb = run.one(LOAD_BALANCER).outputs["arnSuffix"]
+    found = alarms(run)
+    for kind in (f"{SERVICE}-preview-healthy-hosts", f"{SERVICE}-preview-unhealthy-hosts"):
+        assert found[kind].inputs["dimensions"] == {"TargetGroup": preview, "LoadBalancer": lb}
+    assert found[f"{SERVICE}-healthy-hosts"].inputs["dimensions"]["TargetGroup"] == stable
+    rule = run.one(COMPOSITE).inputs["alarmRule"]
+    assert found[f"{SERVICE}-preview-healthy-hosts"].outputs["arn"] not in rule
+    panels = {w["properties"]["title"]: w["properties"]["metrics"]
+              for w in _dashboard(run)["widgets"] if w["type"] == "metric"}  # fmt: skip
+    requests = panels["Target groups: requests and 5xx"]
+    shown = {(m[1], m[3]) for m in requests}
+    assert shown == {(metric, group) for group in (stable, preview)
+                     for metric in ("RequestCount", "HTTPCode_Target_5XX_Count")}  # fmt: skip
+    latency = panels["Target groups: response time p95 (s)"]
+    assert {(m[1], m[3], m[-1]["stat"]) for m in latency} == {
+        ("TargetResponseTime", stable, "p95"), ("TargetResponseTime", preview, "p95")
+    }  # fmt: skip

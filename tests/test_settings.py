@@ -118,6 +118,19 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, Any], list[str], str, str]] = [
     ("bad role arn", "prod", {"aws": {"region": "eu-west-1", "allowedAccountIds": ["123456789012"],
                                       "assumeRoleArn": "deploy-role"}}, [],
      "aws.assumeRoleArn", "arn:aws"),
+    ("one NodePort for both target groups", "dev", {"api": {"previewNodePort": 30080}}, [],
+     "api", "nodePort and previewNodePort must differ"),
+    # HorizontalPodAutoscalerSpec.minReplicas is at least 1 unless the alpha HPAScaleToZero
+    # gate is on (Kubernetes API reference, autoscaling/v2).
+    ("idle color without pods", "dev", {"serviceDefaults": {"replicas": 1,
+     "previewReplicaCount": 0, "maxReplicas": 2}}, [], "serviceDefaults.previewReplicaCount",
+     "greater than or equal to 1"),
+    ("rollback target is the active color", "dev", {"services": [{"name": "analytics-api",
+     "activeColor": "blue", "previousColor": "blue", "blue": {"version": "1"},
+     "green": {"version": "1"}}]}, [], "services[0]", "previousColor (blue) must be the idle"),
+    ("a color on a moving tag", "prod", {"services": [{"name": "analytics-api",
+     "blue": {"version": "1", "image": "r.example.com/a/api:latest"},
+     "green": {"version": "1"}}]}, [], "services[0].blue", "not latest"),
 ]  # fmt: skip
 
 
