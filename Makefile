@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STACK ?= dev
 
-.PHONY: preview test lint typecheck security pytest bench state-snapshot constraints clean
+.PHONY: preview test lint typecheck security pytest bench state-snapshot constraints policy-pack clean
 
-$(STAMP): requirements.txt requirements-dev.txt app/requirements.txt constraints.txt
+$(STAMP): requirements.txt infra/requirements.txt requirements-dev.txt app/requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -41,10 +41,14 @@ bench: $(STAMP)
 state-snapshot: $(STAMP)
 	$(PY) -m infra.state_safety --update
 
+# The self-contained pack `pulumi policy publish build/policy-pack` uploads (infra/policy_pack.py).
+policy-pack: $(STAMP)
+	$(PY) -m infra.policy_pack build/policy-pack
+
 # Re-pins every transitive dependency after a requirements file changed.
 constraints: $(STAMP)
 	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --all --exclude pip; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,12 @@
 """The reference analytics API: small on purpose, real in its health contract.
 
     GET /health/live     200 while the process serves at all
-    GET /health/ready    200 when it should get traffic: not draining, and the database answers
-                         (when DB_HOST is set); 503 otherwise
+    GET /health/ready    200 when it should get traffic: not draining, and the database answered
+                         its last check (when DB_HOST is set); 503 otherwise. The check runs in
+                         the background at most every READY_CHECK_INTERVAL_SECONDS and the probe
+                         reads its cached result, so a slow database never makes every pod's
+                         probe time out at once; a result older than READY_MAX_AGE_SECONDS (a
+                         check that hangs) counts as not ready.
     GET /api/v1/status   version, color and environment
     GET /metrics         Prometheus metrics
 
@@ -14,12 +18,13 @@ kube-proxy stop sending meanwhile), then closes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -46,6 +51,8 @@ class Config:
     db_user: str | None = None
     db_password: str | None = field(default=None, repr=False)
     db_sslmode: str = "require"
+    ready_check_interval_seconds: float = 5.0
+    ready_max_age_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -61,7 +68,56 @@ class Config:
             db_user=env.get("DB_USER") or None,
             db_password=env.get("DB_PASSWORD") or None,
             db_sslmode=env.get("DB_SSLMODE", "require"),
+            ready_check_interval_seconds=float(env.get("READY_CHECK_INTERVAL_SECONDS", "5")),
+            ready_max_age_seconds=float(env.get("READY_MAX_AGE_SECONDS", "30")),
         )
+
+
+class CachedCheck:
+    """The last result of a slow check, refreshed in a background thread; readers never wait.
+
+    A refresh starts when a reader finds the result older than `interval` and none is running,
+    so checks follow the probes' pace, one at a time. No result yet, or one older than `max_age`
+    (the running check hangs), reads as not ready.
+    """
+
+    def __init__(
+        self,
+        check: Callable[[], tuple[bool, str]],
+        interval: float,
+        max_age: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check, self._interval, self._max_age, self._clock = check, interval, max_age, clock
+        self._lock = threading.Lock()
+        self._running = False
+        self._result: tuple[bool, str] | None = None
+        self._checked_at = -math.inf
+
+    def refresh_async(self) -> None:
+        with self._lock:
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            result = self._check()
+        except Exception as exc:  # a failing check is a not-ready answer, never a dead thread
+            result = (False, f"check failed: {type(exc).__name__}")
+        with self._lock:
+            self._result, self._checked_at, self._running = result, self._clock(), False
+
+    def current(self) -> tuple[bool, str]:
+        age = self._clock() - self._checked_at
+        if age >= self._interval:
+            self.refresh_async()
+        if self._result is None:
+            return False, "starting: the first database check is running"
+        if age > self._max_age:
+            return False, f"database check result is stale ({age:.0f} s old)"
+        return self._result
 
 
 class App:
@@ -75,6 +131,14 @@ class App:
         self.latency = Histogram(
             "http_request_duration_seconds", "Request latency", ["path"], registry=self.registry
         )
+        self.readiness = CachedCheck(
+            self.database_ok, config.ready_check_interval_seconds, config.ready_max_age_seconds
+        )
+
+    def ready(self) -> tuple[bool, str]:
+        if self.config.db_host is None:
+            return True, "no database configured"
+        return self.readiness.current()
 
     def database_ok(self) -> tuple[bool, str]:
         if self.config.db_host is None:
@@ -103,7 +167,7 @@ class App:
         if path == "/health/ready":
             if self.draining.is_set():
                 return _json(503, {"status": "draining"})
-            ok, detail = self.database_ok()
+            ok, detail = self.ready()
             return _json(200 if ok else 503, {"status": "ready" if ok else "not ready",
                                               "detail": detail})  # fmt: skip
         if path == "/api/v1/status":
@@ -173,6 +237,8 @@ def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> Thr
 def main() -> int:
     app = App(Config.from_env(os.environ))
     server = make_server(app)
+    if app.config.db_host is not None:
+        app.readiness.refresh_async()  # the first result is ready by the first probe
 
     def on_sigterm(_signum: int, _frame: object) -> None:
         app.draining.set()

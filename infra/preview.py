@@ -22,6 +22,7 @@ from pulumi import RunError
 
 from infra.mock_engine import ProgramRun, ResourceRecord, mask_secrets, run_program
 from infra.plan_diff import compare, render
+from infra.settings import SECRET_SET_COMMANDS
 from infra.stackfiles import StackFileError, load_stack_config
 
 EXIT_OK, EXIT_PROGRAM_ERROR, EXIT_BAD_INPUT = 0, 1, 2
@@ -77,6 +78,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
 
 
+def _stand_in_note(stack: str, key: str) -> str:
+    command = SECRET_SET_COMMANDS.get(key.partition(":")[2], "pulumi config set --secret ...")
+    return (
+        f"note: stack {stack}: {key} is a required secret that is not set; this offline preview "
+        f"uses a stand-in value instead. Before a real run: {command}"
+    )
+
+
 def main(argv: Sequence[str] | None = None, project_dir: Path = PROJECT_DIR) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infra.preview", description=(__doc__ or "").split("\n")[0]
@@ -114,6 +123,8 @@ def main(argv: Sequence[str] | None = None, project_dir: Path = PROJECT_DIR) -> 
     except StackFileError as exc:
         print(f"error: stack {args.stack}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    for key in stack.stand_ins:
+        print(_stand_in_note(args.stack, key), file=sys.stderr)
     try:
         run = run_program(
             stack.main_dir, stack.project, stack.stack, stack.config, stack.secret_keys

@@ -28,21 +28,13 @@ class Providers:
         return [p for p in found if p is not None]
 
 
-def _aws_provider(name: str, region: str, config: AwsSettings, settings: Settings) -> aws.Provider:
+def _aws_provider(name: str, region: str, config: AwsSettings) -> aws.Provider:
+    # The credentials are the caller's (read-only for preview and drift, the deploy role for up):
+    # assuming a role here would make every operation, read-only ones too, run as that role.
     return aws.Provider(
         name,
         region=region,
         allowed_account_ids=list(config.allowed_account_ids) or None,
-        assume_roles=(
-            [
-                aws.ProviderAssumeRoleArgs(
-                    role_arn=config.assume_role_arn,
-                    session_name=f"pulumi-{settings.project}-{settings.stack}"[:64],
-                )
-            ]
-            if config.assume_role_arn
-            else None
-        ),
     )
 
 
@@ -53,8 +45,8 @@ def create_providers(settings: Settings) -> Providers:
     dr = config.database.disaster_recovery
     k8s_config = config.kubernetes
     return Providers(
-        aws=_aws_provider("aws", config.aws.region, config.aws, settings),
-        aws_dr=_aws_provider("aws-dr", dr.region, config.aws, settings) if dr.enabled else None,
+        aws=_aws_provider("aws", config.aws.region, config.aws),
+        aws_dr=_aws_provider("aws-dr", dr.region, config.aws) if dr.enabled else None,
         kubernetes=k8s.Provider(
             "kubernetes",
             kubeconfig=settings.secrets.kubeconfig,

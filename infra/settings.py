@@ -43,13 +43,15 @@ class TagSettings(ConfigModel):
 
 
 class AwsSettings(ConfigModel):
-    """The explicit AWS provider. Default providers are not used."""
+    """The explicit AWS provider. Default providers are not used.
+
+    No role to assume: the caller's credentials are the role, chosen per operation (the
+    workflows' OIDC roles: read-only for preview and drift, the deploy role for up and releases).
+    A role in stack config would be assumed by every operation that builds the provider, a
+    refresh or a preview included, so the read-only roles would need to assume it.
+    """
 
     region: Region
-    # Role the provider assumes, e.g. a deploy role in the stack's account.
-    assume_role_arn: str | None = Field(
-        default=None, pattern=r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]+$"
-    )
     # The provider refuses to touch any other account: a prod stack can never land in dev.
     allowed_account_ids: tuple[AccountId, ...] = ()
 
@@ -437,6 +439,10 @@ class StackSettings(ConfigModel):
     services: tuple[ServiceSettings, ...] = Field(min_length=1)
     monitoring: MonitoringSettings
     release: ReleaseSettings = ReleaseSettings()
+    # The secret keys this stack cannot run without. A stack file never carries a placeholder
+    # ciphertext (the engine decrypts every `secure:` value first); it names the key here, a real
+    # run stops with the command that sets it, and the offline preview uses a stand-in.
+    required_secrets: tuple[Literal["alertsWebhookUrl", "kubeconfig"], ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -468,6 +474,11 @@ class StackSettings(ConfigModel):
 
 # Keys whose values are secrets: read with get_secret, never validated, logged or printed.
 SECRET_KEYS: tuple[str, ...] = ("alertsWebhookUrl", "kubeconfig")
+# How an operator sets each one; `pulumi config set` reads the value from stdin when piped.
+SECRET_SET_COMMANDS: dict[str, str] = {
+    "alertsWebhookUrl": "pulumi config set --secret alertsWebhookUrl https://hooks.example.com/...",
+    "kubeconfig": "pulumi config set --secret kubeconfig < kubeconfig.yaml",
+}
 # Namespaces besides the project's that a stack file may use (engine options such as
 # pulumi:disable-default-providers). Provider namespaces such as aws: are refused: the program
 # configures its providers explicitly, so `aws:region` would be silently ignored.
@@ -721,7 +732,16 @@ def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> 
          "database.disasterRecovery.region", db.disaster_recovery.region,
          f"must differ from aws.region ({settings.aws.region})"),
     ]  # fmt: skip
-    return [Problem(path, _show(value), why) for broken, path, value, why in checks if broken]
+    missing = [
+        Problem(
+            key, None, f"a required secret (requiredSecrets); set it: {SECRET_SET_COMMANDS[key]}"
+        )
+        for key in settings.required_secrets
+        if key not in secrets
+    ]
+    return [Problem(path, _show(value), why) for broken, path, value, why in checks if broken] + (
+        missing
+    )
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

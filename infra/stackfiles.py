@@ -2,8 +2,10 @@
 
 Values become strings (objects and lists as JSON), keys without a namespace get the project's.
 `secure:` values cannot be decrypted without the stack's secrets provider; they become opaque
-placeholders, and their keys are marked secret, so the program treats them as it would the real
-ones. Their ciphertext is never passed on.
+stand-ins, and their keys are marked secret, so the program treats them as it would the real
+ones. Their ciphertext is never passed on. A secret the stack lists under `requiredSecrets` but
+that is not set (a fresh clone: stack files carry no placeholder ciphertext) gets a stand-in
+too, named in `StackConfig.stand_ins` so that the preview can say so.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ class StackConfig:
     main_dir: Path
     config: dict[str, str]
     secret_keys: list[str]
+    # Required secrets that are not set, given a stand-in value (full keys).
+    stand_ins: tuple[str, ...] = ()
 
 
 def secret_placeholder(key: str) -> str:
-    return f"offline-placeholder-for-secret-{key}"
+    """The offline stand-in for a secret's value: never a real one, and says what it is."""
+    return f"offline-stand-in-for-secret-{key}"
 
 
 def _read_yaml(path: Path) -> Any:
@@ -79,7 +84,20 @@ def load_stack_config(project_dir: Path, stack: str) -> StackConfig:
         config[full_key] = to_config_string(plain)
         if secret:
             secret_keys.append(full_key)
-    return StackConfig(project, stack, main_dir, config, secret_keys)
+    stand_ins = _stand_ins(project, raw_config, config)
+    for full_key in stand_ins:
+        config[full_key] = secret_placeholder(full_key)
+        secret_keys.append(full_key)
+    return StackConfig(project, stack, main_dir, config, secret_keys, stand_ins)
+
+
+def _stand_ins(project: str, raw_config: dict[Any, Any], config: dict[str, str]) -> tuple[str, ...]:
+    """The full keys of the required secrets (`requiredSecrets`) that the stack file leaves out."""
+    required = raw_config.get(f"{project}:requiredSecrets", raw_config.get("requiredSecrets"))
+    if not isinstance(required, list):
+        return ()  # absent, or malformed: the program's settings report it
+    keys = (f"{project}:{name}" for name in required if isinstance(name, str))
+    return tuple(key for key in keys if key not in config)
 
 
 def _strip_secure(value: Any, key: str) -> tuple[Any, bool]:

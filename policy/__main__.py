@@ -6,8 +6,10 @@ pulumi preview --policy-pack policy
 import sys
 from pathlib import Path
 
-# The pack runs from this folder; the rules live in the repository's `infra` package.
-if str(Path(__file__).resolve().parent.parent) not in sys.path:
+# The host runs this folder with it first on sys.path. Here in the repository the rules live in
+# the root's `infra` package; a published build (make policy-pack) carries its own copy beside
+# this file.
+if not (Path(__file__).resolve().parent / "infra").is_dir():
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi_policy

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from infra.mock_engine import FAKE_ACCOUNT_ID, ProgramRun, is_secret, reveal
-from infra.stackfiles import secret_placeholder
 from tests.conftest import STACKS, RunStack, policy_doc
 
 TOPIC = "aws:sns/topic:Topic"
@@ -100,12 +99,11 @@ def test_email_subscriptions_follow_config_and_keep_their_names(run_stack: RunSt
 
 
 def test_webhook_subscription_is_https_secret_and_retries(run_stack: RunStack) -> None:
-    run = run_stack("staging")
+    url = "https://hooks.example.com/services/T0/B0/abc"
+    run = run_stack("staging", secrets={"alertsWebhookUrl": url})
     [webhook] = _subscriptions(run, "https")
     assert is_secret(webhook.inputs["endpoint"])
-    assert reveal(webhook.inputs["endpoint"]) == secret_placeholder(
-        "analytics-platform:alertsWebhookUrl"
-    )
+    assert reveal(webhook.inputs["endpoint"]) == url
     policy = json.loads(webhook.inputs["deliveryPolicy"])
     assert policy["healthyRetryPolicy"] == {
         "numRetries": 10,
@@ -120,7 +118,8 @@ def test_webhook_subscription_is_https_secret_and_retries(run_stack: RunStack) -
 
 
 def test_webhook_retries_come_from_config(run_stack: RunStack) -> None:
-    [webhook] = _subscriptions(run_stack("prod"), "https")
+    run = run_stack("prod", secrets={"alertsWebhookUrl": "https://hooks.example.com/x"})
+    [webhook] = _subscriptions(run, "https")
     assert json.loads(webhook.inputs["deliveryPolicy"])["healthyRetryPolicy"]["numRetries"] == 20
 
 

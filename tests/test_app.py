@@ -111,14 +111,76 @@ def test_a_draining_readiness_503_is_not_an_error_line(
     assert [line["level"] for line in lines] == ["info"]
 
 
+def _ready_within(url: str, seconds: float, detail_prefix: str) -> tuple[int, dict[str, Any]]:
+    """Polls readiness until its detail starts with `detail_prefix`; the last answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        code, _, body = _get(url)
+        answer = json.loads(body)
+        if answer["detail"].startswith(detail_prefix) or time.monotonic() > deadline:
+            return code, answer
+        time.sleep(0.05)
+
+
+FAST_CHECKS = {"READY_CHECK_INTERVAL_SECONDS": "0.2", "READY_MAX_AGE_SECONDS": "5"}
+
+
 def test_readiness_checks_a_real_database(postgres: dict[str, str]) -> None:
-    base, app, server = _serve(postgres)
+    base, app, server = _serve({**postgres, **FAST_CHECKS})
     try:
-        code, _, body = _get(base + "/health/ready")
-        assert code == 200, body
-        assert json.loads(body)["detail"] == "database reachable"
+        code, answer = _ready_within(base + "/health/ready", 10, "database reachable")
+        assert (code, answer["status"]) == (200, "ready"), answer
         assert app.database_ok() == (True, "database reachable")
     finally:
+        server.shutdown()
+
+
+def test_readiness_answers_from_a_cached_check_while_the_database_is_slow(
+    postgres: dict[str, str],
+) -> None:
+    """A readiness probe that outlasts timeoutSeconds (default 1 s) fails; if every pod waits on
+    one slow database, every pod leaves the Service at once. The probe reads the last result
+    instead (kubernetes.io: Configure Liveness, Readiness and Startup Probes, timeoutSeconds)."""
+    base, app, server = _serve({**postgres, **FAST_CHECKS})
+    checks: list[float] = []
+    real_check = app.readiness._check  # the real PostgreSQL check, made slow below
+
+    def slow_check() -> tuple[bool, str]:
+        checks.append(time.monotonic())
+        time.sleep(1.5)
+        return real_check()
+
+    try:
+        assert _ready_within(base + "/health/ready", 10, "database reachable")[0] == 200
+        app.readiness._check = slow_check
+        started = time.monotonic()
+        answers = []
+        while time.monotonic() - started < 2.5:
+            before = time.monotonic()
+            code, _, _ = _get(base + "/health/ready")
+            answers.append((code, time.monotonic() - before))
+            time.sleep(0.05)
+        assert {code for code, _ in answers} == {200}
+        assert max(elapsed for _, elapsed in answers) < 0.5  # never waits for the database
+        assert 1 <= len(checks) <= 2  # one check at a time, not one per probe
+        assert len(answers) > 10
+    finally:
+        server.shutdown()
+
+
+def test_a_check_that_hangs_turns_not_ready_once_its_result_is_stale(
+    postgres: dict[str, str],
+) -> None:
+    base, app, server = _serve({**postgres, "READY_CHECK_INTERVAL_SECONDS": "0.1",
+                                "READY_MAX_AGE_SECONDS": "0.6"})  # fmt: skip
+    hung = threading.Event()
+    try:
+        assert _ready_within(base + "/health/ready", 10, "database reachable")[0] == 200
+        app.readiness._check = lambda: (hung.wait(30), "released")  # type: ignore[method-assign]
+        code, answer = _ready_within(base + "/health/ready", 5, "database check result is stale")
+        assert (code, answer["status"]) == (503, "not ready"), answer
+    finally:
+        hung.set()
         server.shutdown()
 
 
@@ -129,12 +191,14 @@ def _free_port() -> int:
 
 
 def test_readiness_fails_when_the_database_is_unreachable() -> None:
-    base, _, server = _serve({"DB_HOST": "127.0.0.1", "DB_PORT": str(_free_port()),
-                              "DB_SSLMODE": "disable", "DB_USER": "nobody"})  # fmt: skip
+    unreachable = {"DB_HOST": "127.0.0.1", "DB_PORT": str(_free_port()), "DB_SSLMODE": "disable",
+                   "DB_USER": "nobody"}  # fmt: skip
+    base, _, server = _serve({**unreachable, **FAST_CHECKS})
     try:
         code, _, body = _get(base + "/health/ready")
-        assert code == 503
-        assert json.loads(body)["status"] == "not ready"
+        assert (code, json.loads(body)["status"]) == (503, "not ready")  # no result yet
+        code, answer = _ready_within(base + "/health/ready", 10, "database unreachable")
+        assert (code, answer["status"]) == (503, "not ready"), answer
         assert _get(base + "/health/live")[0] == 200
     finally:
         server.shutdown()
@@ -166,8 +230,79 @@ def test_sigterm_stops_readiness_then_drains_and_exits(tmp_path: Path) -> None:
             process.kill()
 
 
+def _dockerfile_lines() -> list[str]:
+    """The Dockerfile's lines, continuations joined and global ARG defaults substituted."""
+    text = (ROOT / "app" / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    args = dict(
+        line[len("ARG ") :].split("=", 1)
+        for line in lines[: next(i for i, x in enumerate(lines) if x.startswith("FROM "))]
+        if line.startswith("ARG ") and "=" in line
+    )
+    for name, value in args.items():
+        lines = [line.replace("${" + name + "}", value) for line in lines]
+    return lines
+
+
+def test_every_stage_starts_from_the_base_image_pinned_by_digest() -> None:
+    """A tag is moved when Docker Official Images rebuild it; a digest names one image
+    (docs.docker.com: Image digests; docker-library/official-images)."""
+    stages = [line for line in _dockerfile_lines() if line.startswith("FROM ")]
+    assert len(stages) == 2
+    for line in stages:
+        image = line.split()[1]
+        assert re.fullmatch(r"python:3\.12\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", image), line
+
+
+def test_the_image_installs_every_package_pinned_by_hash() -> None:
+    """--require-hashes refuses any package, transitive ones included, that is not pinned with a
+    hash (pip: Secure installs, hash-checking mode)."""
+    install = next(line for line in _dockerfile_lines() if "pip install" in line)
+    assert "--require-hashes" in install
+    assert "--only-binary :all:" in install
+    assert "-r /tmp/requirements.lock" in install
+    lock = (ROOT / "app" / "requirements.lock").read_text().replace("\\\n", " ")
+    pins = {}
+    for line in lock.splitlines():
+        if line and not line.startswith("#"):
+            spec, *hashes = line.split()
+            name, _, version = spec.partition("==")
+            assert hashes
+            assert all(re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", h) for h in hashes)
+            pins[name] = version
+    top_level = {}
+    for line in (ROOT / "app" / "requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            top_level[name.split("[")[0]] = version
+    assert top_level.items() <= pins.items()
+    # The closure of the app's requirements on CPython 3.12 / Linux, from installed metadata.
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    environment = {"python_version": "3.12", "sys_platform": "linux",
+                   "implementation_name": "cpython"}  # fmt: skip
+    needed, todo = set(), [("psycopg", "binary"), ("prometheus-client", "")]
+    while todo:
+        name, extra = todo.pop()
+        if name in needed and not extra:
+            continue
+        needed.add(name)
+        for spec in map(Requirement, requires(name) or []):
+            if spec.marker is None or spec.marker.evaluate({**environment, "extra": extra}):
+                todo.append((spec.name.lower().replace("_", "-"), ""))
+    assert set(pins) == needed
+    constraints = dict(
+        line.lower().replace("_", "-").split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    )
+    assert {name: constraints[name] for name in pins} == pins
+
+
 def test_dockerfile_is_slim_non_root_with_a_healthcheck_and_no_build_tools() -> None:
-    lines = [line.strip() for line in (ROOT / "app" / "Dockerfile").read_text().splitlines()]
+    lines = _dockerfile_lines()
     stages = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
     final = lines[stages[-1] :]
     assert all("-slim" in lines[i] for i in stages)

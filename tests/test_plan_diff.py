@@ -64,7 +64,7 @@ def test_secrets_show_as_secret_and_never_in_plaintext() -> None:
     assert "`stringData.DB_USER`: `analytics_admin` → `<absent>`" in text
     assert "`stringData`: `<absent>` → `[secret]`" in text
     assert FAKE_DB_PASSWORD not in text
-    assert secret_placeholder("analytics-platform:alertsWebhookUrl") not in text
+    assert secret_placeholder("analytics-platform:kubeconfig") not in text
 
 
 def test_a_renamed_database_gets_a_warning_naming_it(

@@ -115,9 +115,14 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, Any], list[str], str, str]] = [
      "ambient kubeconfig is never used"),
     ("provider namespace key", "dev", {"aws:region": "us-east-1"}, [], "aws:region",
      "configures its providers explicitly"),
-    ("bad role arn", "prod", {"aws": {"region": "eu-west-1", "allowedAccountIds": ["123456789012"],
-                                      "assumeRoleArn": "deploy-role"}}, [],
-     "aws.assumeRoleArn", "arn:aws"),
+    ("a role in stack config", "prod",
+     {"aws": {"region": "eu-west-1", "allowedAccountIds": ["123456789012"],
+              "assumeRoleArn": "arn:aws:iam::123456789012:role/deploy"}}, [],
+     "aws.assumeRoleArn", "unknown key; allowed keys here: region, allowedAccountIds"),
+    ("required secret not set", "prod", {}, ["kubeconfig"], "analytics-platform:kubeconfig = "
+     "(not set)", "set it: pulumi config set --secret kubeconfig < kubeconfig.yaml"),
+    ("unknown required secret", "dev", {"requiredSecrets": ["dbPassword"]}, [],
+     "requiredSecrets[0]", "'alertsWebhookUrl' or 'kubeconfig'"),
     ("one NodePort for both target groups", "dev", {"api": {"previewNodePort": 30080}}, [],
      "api", "nodePort and previewNodePort must differ"),
     # HorizontalPodAutoscalerSpec.minReplicas is at least 1 unless the alpha HPAScaleToZero
@@ -186,15 +191,18 @@ def test_malformed_object_text_is_reported_once() -> None:
 
 
 def test_secrets_are_read_as_secret_outputs(run_stack: RunStack) -> None:
-    run = run_stack("prod")
+    run = run_stack("prod", secrets={"alertsWebhookUrl": "https://hooks.example.com/x"})
     provider = run.one("pulumi:providers:kubernetes")
     assert is_secret(provider.inputs["kubeconfig"])
     webhook = run.one("aws:sns/topicSubscription:TopicSubscription", "alerts-webhook")
     assert is_secret(webhook.inputs["endpoint"])
 
 
-def test_secure_values_in_stack_files_are_marked_secret() -> None:
+def test_required_secrets_get_offline_stand_ins_marked_secret() -> None:
     config, secret_keys = stack_config("prod")
-    assert f"{PROJECT}:alertsWebhookUrl" in secret_keys
     assert f"{PROJECT}:kubeconfig" in secret_keys
-    assert not any(value.startswith("v1:") for value in config.values())
+    assert (
+        config[f"{PROJECT}:kubeconfig"]
+        == "offline-stand-in-for-secret-analytics-platform:kubeconfig"
+    )
+    assert f"{PROJECT}:alertsWebhookUrl" not in config  # optional: absent until set

@@ -125,7 +125,9 @@ def test_deploys_are_guarded_serialised_per_stack_and_smoke_tested() -> None:
     assert _on(deploy)["push"]["branches"] == ["main", "develop"]
     up = deploy["jobs"]["up"]
     assert "'production'" in up["environment"]["name"]
-    assert up["concurrency"] == {"group": "deploy-${{ matrix.stack }}", "cancel-in-progress": False}
+    assert up["concurrency"] == {
+        "group": "stack-${{ matrix.stack }}", "cancel-in-progress": False, "queue": "max",
+    }  # fmt: skip
     assert up["permissions"]["id-token"] == "write"
     runs = "\n".join(s.get("run", "") for s in up["steps"])
     assert "infra.release check" in runs
@@ -134,7 +136,7 @@ def test_deploys_are_guarded_serialised_per_stack_and_smoke_tested() -> None:
     dispatch = _on(deploy)["workflow_dispatch"]["inputs"]
     assert dispatch["action"]["options"] == ["promote", "rollback"]
     assert dispatch["stack"]["options"] == STACKS
-    assert deploy["jobs"]["release"]["concurrency"]["group"] == "deploy-${{ inputs.stack }}"
+    assert deploy["jobs"]["release"]["concurrency"]["group"] == "stack-${{ inputs.stack }}"
 
 
 def test_drift_is_checked_on_a_schedule_and_on_dispatch() -> None:
@@ -155,3 +157,119 @@ def test_pull_requests_gate_the_preview_floor_ratio_of_base_and_head_in_one_job(
     assert "--ratio-json ../base-ratio.json" in script
     assert "--ratio-json ../head-ratio.json" in script
     assert "--gate ../base-ratio.json ../head-ratio.json" in script
+
+
+# --- The real toolchain in CI: one CLI version, queues that drop nothing, a role per operation.
+
+PULUMI_PIN = next(
+    line.split("==")[1]
+    for line in (ROOT / "requirements.txt").read_text().splitlines()
+    if line.startswith("pulumi==")
+)
+
+
+def _jobs() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path.name, name, job) for path in WORKFLOWS
+            for name, job in yaml.safe_load(path.read_text())["jobs"].items()]  # fmt: skip
+
+
+def _uses(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in job.get("steps", []) if s.get("uses", "").startswith(f"{action}@")]
+
+
+def _runs_pulumi(job: dict[str, Any]) -> bool:
+    scripts = "\n".join(s.get("run", "") for s in job.get("steps", []))
+    return bool(_uses(job, "pulumi/actions")) or bool(
+        re.search(r"(^|\s)pulumi\s|infra\.release", scripts)
+    )
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_workflow_pins_the_pulumi_cli_it_runs(path: Path) -> None:
+    """pulumi/actions installs `pulumi-version` exactly, else the latest release
+    (pulumi/actions v7.0.0 action.yml); the CLI matches the SDK pinned in requirements.txt."""
+    for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+        installs = _uses(job, "pulumi/actions")
+        if not _runs_pulumi(job):
+            assert not installs, f"{path.name}:{name}"
+            continue
+        assert installs, f"{path.name}:{name} runs pulumi without installing a pinned CLI"
+        for step in installs:
+            assert step["with"]["pulumi-version"] == PULUMI_PIN, f"{path.name}:{name}"
+        first_install = job["steps"].index(installs[0])
+        for step in job["steps"][:first_install]:
+            assert not re.search(r"(^|\s)pulumi\s", step.get("run", "")), f"{path.name}:{name}"
+
+
+def _changes_a_stack(job: dict[str, Any]) -> bool:
+    commands = [s.get("with", {}).get("command") for s in _uses(job, "pulumi/actions")]
+    scripts = "\n".join(s.get("run", "") for s in job.get("steps", []))
+    return "up" in commands or bool(re.search(r"infra\.release \"?\$ACTION", scripts))
+
+
+def _group_prefix(group: str) -> str:
+    return group.split("${{")[0]
+
+
+def test_no_concurrency_group_can_cancel_a_pending_deploy_or_release() -> None:
+    """GitHub keeps one pending run per concurrency group and cancels the older pending one,
+    unless the group sets `queue: max` (up to 100 pending, FIFO; not with cancel-in-progress)
+    (docs.github.com: Control the concurrency of workflows and jobs; check-jsonschema's vendored
+    github-workflows schema, concurrency.queue)."""
+    changing = [(wf, name, job) for wf, name, job in _jobs() if _changes_a_stack(job)]
+    assert {(wf, name) for wf, name, _ in changing} == {("deploy.yml", "up"),
+                                                          ("deploy.yml", "release")}  # fmt: skip
+    queues = set()
+    for wf, name, job in changing:
+        assert "concurrency" not in _load(wf), f"{wf}: a workflow-level group would also apply"
+        concurrency = job["concurrency"]
+        assert concurrency["cancel-in-progress"] is False, name
+        assert concurrency["queue"] == "max", name
+        assert concurrency["group"] in ("stack-${{ matrix.stack }}", "stack-${{ inputs.stack }}")
+        queues.add(_group_prefix(concurrency["group"]))
+    assert queues == {"stack-"}  # deploys and releases of one stack share one queue
+    for path in WORKFLOWS:
+        workflow = yaml.safe_load(path.read_text())
+        others = [workflow.get("concurrency")] + [
+            job.get("concurrency") for job in workflow["jobs"].values() if not _changes_a_stack(job)
+        ]
+        for other in filter(None, others):
+            group = other if isinstance(other, str) else other["group"]
+            assert not _group_prefix(group).startswith("stack-"), f"{path.name}: {group}"
+            assert _group_prefix(group), f"{path.name}: {group} could take any name"
+
+
+def test_drift_has_its_own_queue_per_stack() -> None:
+    job = _load("drift.yml")["jobs"]["refresh"]
+    assert job["concurrency"]["group"] == "drift-${{ matrix.stack }}"
+
+
+def _role(job: dict[str, Any]) -> str:
+    [step] = _uses(job, "aws-actions/configure-aws-credentials")
+    return step["with"]["role-to-assume"]
+
+
+def test_preview_and_drift_run_with_read_only_roles_and_no_environment() -> None:
+    """The read-only jobs get their OIDC role from repository variables and never enter an
+    environment, so they cannot even read an environment's AWS_DEPLOY_ROLE_ARN; the stack
+    files name no role the provider would assume (tests/test_stack_files.py)."""
+    preview = _load("preview.yml")["jobs"]["real-preview"]
+    drift = _load("drift.yml")["jobs"]["refresh"]
+    assert _role(preview) == "${{ vars.AWS_PREVIEW_ROLE_ARN }}"
+    assert _role(drift) == "${{ vars.AWS_DRIFT_ROLE_ARN }}"
+    for job in (preview, drift):
+        assert "environment" not in job
+        assert "AWS_DEPLOY_ROLE_ARN" not in yaml.safe_dump(job)
+    commands = [s["with"]["command"] for s in _uses(preview, "pulumi/actions")]
+    assert commands == ["preview"]
+    assert "pulumi refresh" in "\n".join(s.get("run", "") for s in drift["steps"])
+
+
+def test_deploy_and_release_assume_the_deploy_role_of_their_environment() -> None:
+    jobs = _load("deploy.yml")["jobs"]
+    for name in ("up", "release"):
+        assert _role(jobs[name]) == "${{ vars.AWS_DEPLOY_ROLE_ARN }}", name
+        assert jobs[name]["environment"]["name"], name
+    for wf, name, job in _jobs():
+        if "AWS_DEPLOY_ROLE_ARN" in yaml.safe_dump(job):
+            assert (wf, name) in {("deploy.yml", "up"), ("deploy.yml", "release")}
