@@ -31,6 +31,8 @@ PRE_STOP_SLEEP_SECONDS = 10  # load balancers and kube-proxy stop sending before
 DRAIN_SECONDS = 25  # the app's own drain after SIGTERM
 TERMINATION_GRACE_SECONDS = PRE_STOP_SLEEP_SECONDS + DRAIN_SECONDS + 10
 METRICS_PATH = "/metrics"  # prometheus_client, on the app port (app/analytics_api.py)
+# The HPA's default scale-down stabilization window (Kubernetes: "Horizontal Pod Autoscaling").
+HPA_SCALE_DOWN_STABILIZATION_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -411,14 +413,18 @@ class BlueGreenService(PlatformComponent):
     ) -> None:
         """One HPA per color: the active one scales with load, the idle one holds its size.
 
-        The idle color's HPA pins `previewReplicaCount` (min = max); the release tool raises
-        that to the active color's size before a switch, so a switch never lowers capacity.
+        The idle color's HPA pins `previewReplicaCount` (min = max). Around a switch the
+        release tool sets a floor (`<color>.minReplicas`) on both colors: the incoming one is
+        scaled to the outgoing one's size before traffic moves, and neither HPA can scale down
+        on a recommendation it computed before the move.
         """
         settings = self.settings
+        floor = getattr(settings, color).min_replicas or 0
         if color == settings.active_color:
-            low, high = settings.replicas, settings.max_replicas
+            low = max(settings.replicas, floor)
+            high = max(settings.max_replicas, low)
         else:
-            low = high = settings.preview_replica_count
+            low = high = max(settings.preview_replica_count, floor)
         k8s.autoscaling.v2.HorizontalPodAutoscaler(
             f"{name}-{color}",
             metadata=self._meta(f"{settings.name}-{color}", _labels(settings, color)),
@@ -430,6 +436,13 @@ class BlueGreenService(PlatformComponent):
                 ),
                 min_replicas=low,
                 max_replicas=high,
+                # Stated, not defaulted: the release tool keeps a color's floor this long after
+                # traffic moves to it, until the HPA's history holds real load.
+                behavior=k8s.autoscaling.v2.HorizontalPodAutoscalerBehaviorArgs(
+                    scale_down=k8s.autoscaling.v2.HPAScalingRulesArgs(
+                        stabilization_window_seconds=HPA_SCALE_DOWN_STABILIZATION_SECONDS
+                    )
+                ),
                 metrics=[
                     k8s.autoscaling.v2.MetricSpecArgs(
                         type="Resource",

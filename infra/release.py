@@ -42,11 +42,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from pulumi.automation.errors import CommandError, ConcurrentUpdateError
+
 from infra.api_gateway import PREVIEW_ROUTE_PREFIX, canary_weights
+from infra.blue_green import COLORS, HPA_SCALE_DOWN_STABILIZATION_SECONDS
 from infra.settings import (
     IMAGE_REFERENCE,
     InvalidConfig,
@@ -58,8 +61,9 @@ from infra.settings import (
 from infra.stackfiles import StackFileError, available_stacks, load_stack_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-EXIT_OK, EXIT_ROLLED_BACK, EXIT_BAD_INPUT, EXIT_ROLLBACK_FAILED = 0, 1, 2, 3
+EXIT_OK, EXIT_ROLLED_BACK, EXIT_BAD_INPUT, EXIT_ROLLBACK_FAILED, EXIT_PULUMI = 0, 1, 2, 3, 4
 POLL_SECONDS = 5
+LOCK_RETRY_SECONDS = 30
 SERVICE_TYPE = "kubernetes:core/v1:Service"
 HPA_TYPE = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 DEPLOYMENT_TYPE = "kubernetes:apps/v1:Deployment"
@@ -87,8 +91,9 @@ class StackBackend(Protocol):
         """Config as the engine hands it to a program (`ns:key` -> text) and the secret keys."""
         ...
 
-    def set_path(self, path: str, value: str) -> None:
-        """Set one project config value by path, e.g. `services[0].activeColor`."""
+    def set_path(self, path: str, value: str | int) -> None:
+        """Set one project config value by path, e.g. `services[0].activeColor`, keeping its
+        type: a string stays a string even when it is all digits."""
         ...
 
     def remove_path(self, path: str) -> None:
@@ -127,10 +132,13 @@ class CanaryWindow:
     requests: float | None
     errors_5xx: float | None
     p95_response_seconds: float | None
+    # Connections the load balancer could not make to the canary's targets: it answers those
+    # with its own 502/503/504, which HTTPCode_Target_5XX_Count never counts.
+    connection_errors: float | None = None
 
 
 class Metrics(Protocol):
-    def sample(self, window_seconds: int) -> CanaryWindow: ...
+    def sample(self, start: datetime, end: datetime) -> CanaryWindow: ...
 
 
 Outcome = Literal["pass", "fail", "inconclusive"]
@@ -139,9 +147,9 @@ Outcome = Literal["pass", "fail", "inconclusive"]
 def judge(window: CanaryWindow, release: ReleaseSettings) -> tuple[Outcome, str]:
     """Argo-style analysis of one window: no data (or too little) is inconclusive, never a pass.
 
-    The load balancer publishes `RequestCount` and `HTTPCode_Target_5XX_Count` only when they are
-    not zero: a missing 5xx count beside requests means no errors, missing requests mean no
-    evidence at all.
+    The load balancer reports a metric only when it has a value (Elastic Load Balancing,
+    "CloudWatch metrics for your Application Load Balancer"): a missing error count beside
+    requests means no errors, missing requests mean no evidence at all.
     """
     requests = window.requests or 0.0
     if requests < release.min_requests_per_window:
@@ -149,18 +157,19 @@ def judge(window: CanaryWindow, release: ReleaseSettings) -> tuple[Outcome, str]
             f"{requests:.0f} requests to the canary (at least {release.min_requests_per_window} "
             "needed to judge)"
         )
-    rate = (window.errors_5xx or 0.0) / requests
+    errors = (window.errors_5xx or 0.0) + (window.connection_errors or 0.0)
+    rate = errors / requests
     if rate > release.max_error_rate:
-        return (
-            "fail",
-            f"5xx rate {rate:.4f} over {release.max_error_rate} ({requests:.0f} requests)",
+        return "fail", (
+            f"error rate {rate:.4f} over {release.max_error_rate} ({errors:.0f} 5xx and "
+            f"connection errors in {requests:.0f} requests)"
         )
     if window.p95_response_seconds is None:
         return "inconclusive", "no TargetResponseTime for the canary"
     p95_ms = window.p95_response_seconds * 1000
     if p95_ms > release.max_p95_latency_ms:
         return "fail", f"p95 response time {p95_ms:.0f} ms over {release.max_p95_latency_ms} ms"
-    return "pass", f"5xx rate {rate:.4f}, p95 {p95_ms:.0f} ms over {requests:.0f} requests"
+    return "pass", f"error rate {rate:.4f}, p95 {p95_ms:.0f} ms over {requests:.0f} requests"
 
 
 class PulumiStack:
@@ -172,6 +181,7 @@ class PulumiStack:
         from pulumi import automation as auto
 
         self._auto = auto
+        self._work_dir = work_dir
         self._stack = auto.select_stack(stack_name=stack, work_dir=str(work_dir))
         self.project = self._stack.workspace.project_settings().name
         self.name = stack
@@ -183,9 +193,14 @@ class PulumiStack:
             [k for k, v in values.items() if v.secret],
         )
 
-    def set_path(self, path: str, value: str) -> None:
-        self._stack.set_config(
-            f"{self.project}:{path}", self._auto.ConfigValue(value=value), path=True
+    def set_path(self, path: str, value: str | int) -> None:
+        # The Automation API's set_config has no --type; without it the CLI stores a path value
+        # that looks like an integer as a number (`pulumi config set --path`).
+        workspace = self._stack.workspace
+        workspace.pulumi_command.run(
+            config_set_args(self.project, self.name, path, value),
+            workspace.work_dir,
+            workspace.env_vars,
         )
 
     def remove_path(self, path: str) -> None:
@@ -194,6 +209,8 @@ class PulumiStack:
     def up(self, targets: Sequence[str] | None = None) -> None:
         self._stack.up(
             target=list(targets) if targets else None,
+            # The same rules as every preview and deploy: a release cannot bypass them.
+            policy_packs=[str(self._work_dir / "policy")],
             on_output=print,
             color="never",
             show_secrets=False,
@@ -231,13 +248,13 @@ class CloudWatchMetrics:
             {"Name": "LoadBalancer", "Value": load_balancer},
         ]
 
-    def sample(self, window_seconds: int) -> CanaryWindow:
-        period = max(60, window_seconds - window_seconds % 60)
-        end = datetime.now(UTC)
-        start = datetime.fromtimestamp(end.timestamp() - period, UTC)
+    def sample(self, start: datetime, end: datetime) -> CanaryWindow:
+        """Sums (and the p95) over [start, end), whole minutes the caller waited out."""
+        period = int((end - start).total_seconds())
         queries = {
             "requests": ("RequestCount", "Sum"),
             "errors": ("HTTPCode_Target_5XX_Count", "Sum"),
+            "connections": ("TargetConnectionErrorCount", "Sum"),
             "p95": ("TargetResponseTime", "p95"),
         }
         response = self._cloudwatch.get_metric_data(
@@ -255,6 +272,7 @@ class CloudWatchMetrics:
                         "Period": period,
                         "Stat": stat,
                     },
+                    "ReturnData": True,
                 }
                 for query_id, (metric, stat) in queries.items()
             ],
@@ -262,11 +280,16 @@ class CloudWatchMetrics:
         values: dict[str, list[float]] = {
             r["Id"]: list(r.get("Values") or []) for r in response["MetricDataResults"]
         }
+
+        def total(query_id: str) -> float | None:
+            return sum(values[query_id]) if values.get(query_id) else None
+
         p95 = values.get("p95") or []
         return CanaryWindow(
-            requests=sum(values["requests"]) if values.get("requests") else None,
-            errors_5xx=sum(values["errors"]) if values.get("errors") else None,
+            requests=total("requests"),
+            errors_5xx=total("errors"),
             p95_response_seconds=max(p95) if p95 else None,
+            connection_errors=total("connections"),
         )
 
 
@@ -377,7 +400,7 @@ class Release:
             if _get_in(self._entry(), path) is not None:
                 self.backend.remove_path(full)
         else:
-            self.backend.set_path(full, _config_text(value))
+            self.backend.set_path(full, value)
         self.settings = self._read_settings()
 
     def _restore(self, before: Mapping[str, Any], paths: Sequence[str]) -> None:
@@ -423,10 +446,24 @@ class Release:
         missing = [u for u in urns if u is None or u not in state]
         if missing:
             self.log(f"{what}: {len(missing)} of its objects are new to the stack: whole update")
-            self.backend.up()
+            self._up(None)
             return
         self.log(f"{what}: targeted update of {len(urns)} objects")
-        self.backend.up([u for u in urns if u is not None])
+        self._up([u for u in urns if u is not None])
+
+    def _up(self, targets: Sequence[str] | None) -> None:
+        """`up`, waiting (within a bound) while another update holds the stack's lock."""
+        limit = self.settings.release.concurrent_update_wait_seconds
+        deadline = self.clock.now().timestamp() + limit
+        while True:
+            try:
+                self.backend.up(targets)
+                return
+            except ConcurrentUpdateError:
+                if self.clock.now().timestamp() >= deadline:
+                    raise
+                self.log(f"another update holds the stack; retrying in {LOCK_RETRY_SECONDS}s")
+                self.clock.sleep(LOCK_RETRY_SECONDS)
 
     # -- commands ------------------------------------------------------------------------
     def status(self) -> int:
@@ -448,18 +485,21 @@ class Release:
         before = self._entry()
         paths = [f"{idle}.image", f"{idle}.version", "previousColor"]
         self.log(f"deploying {image} as {version} to the idle color {idle}")
-        self._edit(f"{idle}.image", image)
-        self._edit(f"{idle}.version", version)
-        # The idle color no longer holds the previous release: nothing to roll back to.
-        self._edit("previousColor", None)
         try:
-            self.backend.up()
+            self._edit(f"{idle}.image", image)
+            self._edit(f"{idle}.version", version)
+            # The idle color no longer holds the previous release: nothing to roll back to.
+            self._edit("previousColor", None)
+            self._up(None)
             self._wait_ready(preview_url, idle, version)
             self._smoke(preview_url, idle, version)
-        except ReleaseFailed as failure:
-            self.log(f"FAILED: {failure}; restoring {idle} as it was")
+        except ConcurrentUpdateError as busy:  # nothing was applied: only the file goes back
+            self.log(f"FAILED: {_one_line(busy)}; the stack stayed locked, nothing was changed")
             self._restore(before, paths)
-            return self._recover(self.backend.up)
+            return EXIT_PULUMI
+        except Exception as failure:  # a gate, or Pulumi itself: restore what was edited
+            self.log(f"FAILED: {_one_line(failure)}; restoring {idle} as it was")
+            return self._recover(lambda: (self._restore(before, paths), self._up(None)))
         self.log(f"{idle} runs {version} and passed its checks through the real path; "
                  "promote when ready")  # fmt: skip
         return EXIT_OK
@@ -496,43 +536,52 @@ class Release:
             raise BadInput("canary needs metrics (CloudWatch); none configured")
         preview = self.service.preview_color
         before = self._entry()
-        inconclusive = 0
         try:
             active_size = self.backend.ready_replicas(
                 self._deployment_urn(self.service.active_color)
             )
             for step in release.canary_steps[:-1]:
                 # Argo's setCanaryScale matchTrafficWeight: pods in step with the traffic share.
-                self._scale_preview(math.ceil(active_size * step / 100))
+                self._hold({preview: math.ceil(active_size * step / 100)}, wait_for=preview)
                 self._edit("canary.weight", step)
                 self._apply(f"canary weight {step}% to {preview}")
-                while True:
-                    self.clock.sleep(release.canary_pause_seconds)
-                    outcome, why = judge(self.metrics.sample(release.canary_pause_seconds), release)
-                    self.log(f"analysis at {step}%: {outcome}: {why}")
-                    if outcome == "fail":
-                        raise ReleaseFailed(f"{why} at {step}%")
-                    if outcome == "pass":
-                        break
-                    inconclusive += 1
-                    if inconclusive >= release.inconclusive_limit:
-                        raise ReleaseFailed(
-                            f"{inconclusive} inconclusive windows (limit "
-                            f"{release.inconclusive_limit}): no data is not a pass"
-                        )
+                self._analyse(step)
         except Exception as failure:  # any breach or error aborts the canary
-            self.log(f"ABORT: {failure}; weights back to 100/0")
+            self.log(f"ABORT: {_one_line(failure)}; weights back to 100/0")
             return self._recover(lambda: self._abort(before))
         self.log("canary passed every step: promoting")
         return self.promote(active_url, baseline=before)
 
     # -- steps ---------------------------------------------------------------------------
+    def _analyse(self, step: int) -> None:
+        """Judge whole-minute windows that start after the weight moved, each read once
+        CloudWatch has it; `inconclusiveLimit` inconclusive windows at one weight abort."""
+        release = self.settings.release
+        assert self.metrics is not None
+        period = timedelta(seconds=max(60, release.canary_pause_seconds // 60 * 60))
+        start = _next_minute(self.clock.now())
+        for inconclusive in range(1, release.inconclusive_limit + 1):
+            end = start + period
+            self._sleep_until(end + timedelta(seconds=release.metrics_delay_seconds))
+            outcome, why = judge(self.metrics.sample(start, end), release)
+            self.log(f"analysis at {step}%, {start:%H:%M}-{end:%H:%M}: {outcome}: {why}")
+            if outcome == "fail":
+                raise ReleaseFailed(f"{why} at {step}%")
+            if outcome == "pass":
+                return
+            if inconclusive == release.inconclusive_limit:
+                raise ReleaseFailed(
+                    f"{inconclusive} inconclusive windows at {step}% (limit "
+                    f"{release.inconclusive_limit}): no data is not a pass"
+                )
+            start = end
+
     def _abort(self, before: Mapping[str, Any]) -> None:
-        """Weights to 100/0 first, in one update; only then the preview's size goes back."""
+        """Weights to 100/0 first, in one update; only then the floors go."""
         self._edit("canary.weight", _rest_weight(self._entry()))
         self._apply("abort")
-        self._restore(before, ["previewReplicaCount"])
-        self._apply("preview color back to its size")
+        self._restore(before, [f"{c}.minReplicas" for c in COLORS])
+        self._apply("idle color back to its size")
 
     def _switch(
         self,
@@ -541,8 +590,9 @@ class Release:
         rollback: bool,
         baseline: Mapping[str, Any] | None = None,
     ) -> int:
-        """Scale the incoming color up, switch Services and weights (100/0), verify, and only
-        after the delay scale the outgoing color down. `baseline`: the entry to return to."""
+        """Scale the incoming color to the outgoing one's size, switch Services and weights
+        (100/0), verify; then the outgoing color scales down after the delay, and the incoming
+        one's floor goes once its HPA has seen real load. `baseline`: the entry to return to."""
         service = self.service
         previous = service.active_color
         version = getattr(service, color).version
@@ -552,7 +602,8 @@ class Release:
         before = dict(baseline or self._entry())
         try:
             size = self.backend.ready_replicas(self._deployment_urn(previous))
-            self._scale_preview(max(size, service.replicas))
+            target = max(size, service.replicas)
+            self._hold({previous: max(size, 1), color: target}, wait_for=color)
             # Set again below on success; meanwhile it may not name the color becoming active.
             self._edit("previousColor", None)
             self._edit("activeColor", color)
@@ -560,10 +611,10 @@ class Release:
             self._apply(f"switching the active Service to {color}")
             self._verify_active(active_url, color, version)
         except Exception as failure:  # any failure puts the previous color back
-            self.log(f"FAILED: {failure}; switching back to {previous}")
+            self.log(f"FAILED: {_one_line(failure)}; switching back to {previous}")
             return self._recover(lambda: self._switch_back(before))
         self._edit("previousColor", None if rollback else previous)
-        self._scale_down(before)
+        self._release_floors(before, previous, color)
         self.log(f"{color} is active")
         return EXIT_OK
 
@@ -571,63 +622,81 @@ class Release:
         self._restore(before, ["activeColor", "previousColor"])
         self._edit("canary.weight", _rest_weight(self._entry()))
         self._apply("switching back, weights 100/0")
-        self._restore(before, ["previewReplicaCount"])
-        self._apply("outgoing color back to its size")
+        self._restore(before, [f"{c}.minReplicas" for c in COLORS])
+        self._apply("floors removed")
 
-    def _scale_preview(self, pods: int) -> None:
-        """Bring the idle color to at least `pods` ready pods before traffic moves to it."""
-        if pods <= self.service.preview_replica_count:
+    def _hold(self, floors: Mapping[str, int], wait_for: str) -> None:
+        """Floors under the colors' HPAs; then wait for `wait_for`'s pods to be ready."""
+        changed = {c: n for c, n in floors.items() if n > self._floor(c)}
+        if not changed:
             return
-        color = self.service.preview_color
-        self.log(f"scaling {color} to {pods} pods before traffic moves")
-        self._edit("previewReplicaCount", pods)
-        self._apply(f"{color} to {pods} pods")
-        urn = self._deployment_urn(color)
-        deadline = self.settings.release.ready_timeout_seconds
-        waited = 0
+        for color, pods in changed.items():
+            self._edit(f"{color}.minReplicas", pods)
+        self._apply("floors " + ", ".join(f"{c} >= {n}" for c, n in changed.items()))
+        if wait_for not in changed:
+            return
+        pods, urn = changed[wait_for], self._deployment_urn(wait_for)
+        deadline = self.clock.now() + timedelta(seconds=self.settings.release.ready_timeout_seconds)
         while (ready := self.backend.ready_replicas(urn)) < pods:
-            if waited >= deadline:
-                raise ReleaseFailed(f"{color} has {ready} of {pods} pods ready after {deadline}s")
+            if self.clock.now() >= deadline:
+                raise ReleaseFailed(f"{wait_for} has {ready} of {pods} pods ready in time")
             self.clock.sleep(POLL_SECONDS)
-            waited += POLL_SECONDS
+        self.log(f"{wait_for} has {ready} pods ready")
 
-    def _scale_down(self, before: Mapping[str, Any]) -> None:
-        """The outgoing color keeps its size for the delay, so its connections drain."""
-        delay = self.settings.release.scale_down_delay_seconds
-        self.clock.sleep(delay)
-        self._restore(before, ["previewReplicaCount"])
+    def _floor(self, color: str) -> int:
+        """What the color's HPA will not go below now."""
+        service = self.service
+        settings = getattr(service, color)
+        base = service.replicas if color == service.active_color else service.preview_replica_count
+        return max(base, settings.min_replicas or 0)
+
+    def _release_floors(self, before: Mapping[str, Any], outgoing: str, incoming: str) -> None:
+        """The outgoing color keeps its size for the delay, so its connections drain; the
+        incoming one keeps its floor until its HPA's scale-down window holds real load."""
+        release = self.settings.release
         try:
-            self._apply(f"outgoing color down to {self.service.preview_replica_count} pods")
-        except Exception as exc:  # the release stands; the next `pulumi up` scales down
-            self.log(f"WARNING: scale-down failed ({exc}); the next pulumi up completes it")
+            self.clock.sleep(release.scale_down_delay_seconds)
+            self._restore(before, [f"{outgoing}.minReplicas"])
+            self._apply(f"{outgoing} down to {self.service.preview_replica_count} pods")
+            self.clock.sleep(max(0, HPA_SCALE_DOWN_STABILIZATION_SECONDS
+                                 - release.scale_down_delay_seconds))  # fmt: skip
+            self._restore(before, [f"{incoming}.minReplicas"])
+            self._apply(f"{incoming}'s HPA on its own")
+        except Exception as exc:  # the release stands; the next `pulumi up` completes it
+            self.log(f"WARNING: removing the floors failed ({_one_line(exc)}); they stay in "
+                     "the stack file until the next release")  # fmt: skip
 
-    def _recover(self, rollback: Callable[[], None]) -> int:
+    def _recover(self, rollback: Callable[[], object]) -> int:
         try:
             rollback()
         except Exception as exc:  # reported as its own exit code
-            self.log(f"ROLLBACK FAILED: {exc}; the stack needs an operator")
+            self.log(f"ROLLBACK FAILED: {_one_line(exc)}; the stack needs an operator")
             return EXIT_ROLLBACK_FAILED
         return EXIT_ROLLED_BACK
+
+    def _sleep_until(self, moment: datetime) -> None:
+        seconds = (moment - self.clock.now()).total_seconds()
+        if seconds > 0:
+            self.clock.sleep(seconds)
 
     # -- gates ---------------------------------------------------------------------------
     def _get(self, url: str) -> Probe:
         return self.http(url, self.sign(url) if self.sign else {})
 
     def _wait_ready(self, url: str, color: str, version: str) -> None:
-        deadline = self.settings.release.ready_timeout_seconds
-        waited = 0.0
+        timeout = self.settings.release.ready_timeout_seconds
+        deadline = self.clock.now() + timedelta(seconds=timeout)
         while True:
             answer = self._get(f"{url}/health/ready")
             if answer.status == 200 and (answer.color, answer.version) == (color, version):
                 self.log(f"{color} is ready ({version})")
                 return
-            if waited >= deadline:
+            if self.clock.now() >= deadline:
                 raise ReleaseFailed(
-                    f"{color} not ready after {deadline}s (last: HTTP {answer.status}, "
+                    f"{color} not ready after {timeout}s (last: HTTP {answer.status}, "
                     f"{answer.color} {answer.version})"
                 )
             self.clock.sleep(POLL_SECONDS)
-            waited += POLL_SECONDS
 
     def _smoke(self, url: str, color: str, version: str) -> None:
         command = self.settings.release.smoke_command
@@ -658,6 +727,20 @@ class Release:
         raise ReleaseFailed(f"active endpoint does not serve {color} {version}")
 
 
+def _next_minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+def _one_line(error: BaseException) -> str:
+    """A Pulumi CLI failure as its error text on one line, anything else as its message."""
+    if not isinstance(error, CommandError):
+        return str(error)
+    text = str(error).split(" stderr: ", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = next((i for i, line in enumerate(lines) if "error" in line.lower()), 0)
+    return "pulumi failed: " + " ".join(lines[first:])[:400]
+
+
 def _rest_weight(entry: Mapping[str, Any]) -> int | None:
     """Weight 0 (all traffic to stable): written as 0 where the stack file sets a weight."""
     return 0 if _get_in(entry, "canary.weight") is not None else None
@@ -683,8 +766,11 @@ def _set_in(entry: dict[str, Any], path: str, value: Any) -> None:
         node[leaf] = value
 
 
-def _config_text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+def config_set_args(project: str, stack: str, path: str, value: str | int) -> list[str]:
+    """`pulumi config set --path` with the value's own type (`--type string|int`)."""
+    kind = "int" if isinstance(value, int) else "string"
+    return ["config", "set", "--path", "--type", kind, f"{project}:{path}", "--plaintext",
+            "--stack", stack, "--non-interactive", "--", str(value)]  # fmt: skip
 
 
 def version_from_image(image: str) -> str:
@@ -797,6 +883,9 @@ def main(argv: Sequence[str] | None = None, backend: StackBackend | None = None,
     except InvalidConfig as exc:
         print("error: " + "; ".join(exc.lines), file=sys.stderr)
         return EXIT_BAD_INPUT
+    except CommandError as exc:  # before anything was changed: login, stack, lock, CLI
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_PULUMI
 
 
 def _run(release: Release, args: argparse.Namespace) -> int:

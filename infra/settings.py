@@ -243,6 +243,9 @@ class ColorSettings(ConfigModel):
 
     version: LabelValue
     image: str | None = Field(default=None, pattern=IMAGE_REFERENCE)
+    # Release state: a floor under this color's HPA, written by the release tool around a
+    # traffic move and removed after it (an HPA's scale-down history is from before the move).
+    min_replicas: int | None = Field(default=None, ge=1, le=200)
 
     @model_validator(mode="after")
     def _image_is_pinned(self) -> ColorSettings:
@@ -289,8 +292,6 @@ class ServiceSettings(ConfigModel):
     blue: ColorSettings
     green: ColorSettings
     replicas: int = Field(ge=1, le=100)
-    # The release tool raises this for the length of a switch (the incoming color to the
-    # outgoing one's size) and puts it back after `release.scaleDownDelaySeconds`.
     preview_replica_count: int = Field(ge=1, le=200)
     max_replicas: int = Field(ge=1, le=200)
     target_cpu_percent: int = Field(default=70, ge=10, le=100)
@@ -339,6 +340,11 @@ class ReleaseSettings(ConfigModel):
     # After a switch, the outgoing color keeps its size this long so its connections drain
     # (Argo Rollouts: scaleDownDelaySeconds).
     scale_down_delay_seconds: int = Field(default=30, ge=0, le=3600)
+    # CloudWatch receives the load balancer's per-minute metrics late: a window is read only
+    # this long after it ends.
+    metrics_delay_seconds: int = Field(default=120, ge=0, le=900)
+    # How long an update that another update holds the stack for is retried.
+    concurrent_update_wait_seconds: int = Field(default=600, ge=0, le=3600)
     ready_timeout_seconds: int = Field(default=600, ge=1, le=3600)
     # Run instead of the built-in smoke test, with PREVIEW_URL in its environment.
     smoke_command: str | None = None

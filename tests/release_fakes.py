@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import threading
 import urllib.error
 import urllib.request
@@ -26,6 +25,9 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from pulumi.automation._cmd import CommandResult
+from pulumi.automation.errors import CommandError, ConcurrentUpdateError
+
 from infra.api_gateway import PREVIEW_ROUTE_PREFIX
 from infra.mock_engine import run_program
 from infra.release import CanaryWindow
@@ -34,6 +36,12 @@ from tests.conftest import PROJECT, ROOT, stack_config
 
 Handler = Callable[[str, Mapping[str, str]], tuple[int, dict[str, str], bytes]]
 COLORS = ("blue", "green")
+LOCKED = "error: [409] Conflict: Another update is currently in progress."
+ROLLOUT_TIMEOUT = (
+    "error: 1 error occurred:\n\t* the Kubernetes API server reported that "
+    '"analytics-api/analytics-api-green" failed to fully initialize or become live: '
+    "Timeout occurred"
+)
 
 
 @dataclass
@@ -75,6 +83,8 @@ class FakeCluster:
         self.pods = {color: Pod(color) for color in COLORS}
         self.size = dict.fromkeys(COLORS, 0)
         self.bounds = dict.fromkeys(COLORS, (1, 1))
+        # What each HPA would choose from the load it last saw (the idle color's: 1).
+        self.recommendation = {"blue": 1, "green": 1}
         self.active_color = "blue"
         self.weight = 0  # the listener's weight of the canary target group
         # Versions whose pods never get ready, or answer 500 on /api/v1/status.
@@ -100,8 +110,18 @@ class FakeCluster:
     def ready(self, color: str) -> int:
         return self.size[color] if self.pods[color].ready else 0
 
+    def set_demand(self, pods: int) -> None:
+        """Load on the active color that its HPA answers with `pods` pods."""
+        self.recommendation[self.active_color] = pods
+        self.size[self.active_color] = _clamp(pods, self.bounds[self.active_color])
+
     def apply(self, settings: ServiceSettings, parts: set[str]) -> None:
-        """What an update does to the cluster: `parts` names the kinds of object it changed."""
+        """What an update does to the cluster: `parts` names the kinds of object it changed.
+
+        Each HPA sizes its Deployment from its own recommendation, clamped to its bounds. A
+        recommendation follows load only after the next metrics scrape: right after traffic
+        moves, a color's HPA still holds what it computed before (the idle color's: 1 pod).
+        """
         if "deployments" in parts:
             for color, pod in self.pods.items():
                 pod.version = getattr(settings, color).version
@@ -112,25 +132,23 @@ class FakeCluster:
             new_active = settings.active_color
         new_bounds = dict(self.bounds)
         if "hpas" in parts:
-            for color in COLORS:
-                new_bounds[color] = (
-                    (settings.replicas, settings.max_replicas)
-                    if color == settings.active_color
-                    else (settings.preview_replica_count,) * 2
-                )
+            new_bounds = {color: _hpa_bounds(settings, color) for color in COLORS}
         # Pulumi updates independent objects in parallel: check both orders.
         for hpas_first in (True, False):
             sizes = dict(self.size)
             active = self.active_color
             for step in ("hpas", "services") if hpas_first else ("services", "hpas"):
                 if step == "hpas":
-                    sizes = {c: _clamp(sizes[c], new_bounds[c]) for c in COLORS}
+                    sizes = {c: _clamp(self.recommendation[c], new_bounds[c]) for c in COLORS}
                 else:
                     active = new_active
-                ready = sizes[active] if self.pods[active].ready else 0
-                self.active_capacity.append(ready)
+                self.active_capacity.append(sizes[active] if self.pods[active].ready else 0)
         self.bounds = new_bounds
-        self.size = {c: _clamp(self.size[c], new_bounds[c]) for c in COLORS}
+        self.size = {c: _clamp(self.recommendation[c], new_bounds[c]) for c in COLORS}
+        if new_active != self.active_color:
+            # The next scrape: the load moved with the traffic.
+            demand = self.recommendation[self.active_color]
+            self.recommendation = {new_active: demand, self.active_color: 1}
         self.active_color = new_active
         if "listener" in parts:
             self.weight = settings.canary.weight
@@ -179,6 +197,16 @@ def _clamp(size: int, bounds: tuple[int, int]) -> int:
     return min(max(size, bounds[0]), bounds[1])
 
 
+def _hpa_bounds(settings: ServiceSettings, color: str) -> tuple[int, int]:
+    """The HPA bounds the program gives a color (checked against it in test_release)."""
+    floor = getattr(settings, color).min_replicas or 0
+    if color == settings.active_color:
+        low = max(settings.replicas, floor)
+        return low, max(settings.max_replicas, low)
+    low = max(settings.preview_replica_count, floor)
+    return low, low
+
+
 _PROGRAM_URNS: dict[str, list[str]] = {}
 
 
@@ -210,6 +238,8 @@ class FakeStack:
     fail_up_when: Callable[[ServiceSettings], bool] = lambda _service: False
     # Objects (by URN suffix) the stack's state does not have yet, e.g. from an older program.
     not_yet_created: Sequence[str] = ()
+    # This many `up`s find the stack locked by another update.
+    locked_ups: int = 0
     ups: list[list[str] | None] = field(default_factory=list)
     _config: dict[str, str] = field(default_factory=dict)
     _secret_keys: list[str] = field(default_factory=list)
@@ -220,9 +250,7 @@ class FakeStack:
         planned = program_urns(self.name)
         self.state = {u for u in planned if not u.endswith(tuple(self.not_yet_created))}
         settings = self.settings()
-        for color in COLORS:
-            low = settings.replicas if color == settings.active_color else None
-            self.cluster.size[color] = low or settings.preview_replica_count
+        self.cluster.recommendation[settings.active_color] = settings.replicas
         self.cluster.apply(settings, set(PART_OF_TYPE.values()))
         self.cluster.active_capacity.clear()
 
@@ -247,17 +275,20 @@ class FakeStack:
         change(target, leaf)
         self._config[f"{PROJECT}:{head}"] = json.dumps(items)
 
-    def set_path(self, path: str, value: str) -> None:
-        self._edit(path, lambda target, leaf: target.__setitem__(leaf, _typed(value)))
+    def set_path(self, path: str, value: str | int) -> None:
+        self._edit(path, lambda target, leaf: target.__setitem__(leaf, value))
 
     def remove_path(self, path: str) -> None:
         self._edit(path, lambda target, leaf: target.pop(leaf))
 
     def up(self, targets: Sequence[str] | None = None) -> None:
         self.ups.append(list(targets) if targets else None)
+        if self.locked_ups > 0:
+            self.locked_ups -= 1
+            raise ConcurrentUpdateError(CommandResult("", LOCKED, 255))
         settings = self.settings()
         if self.fail_up_when(settings):
-            raise RuntimeError("update failed: the API server refused the change")
+            raise CommandError(CommandResult("", "error: the API server refused the change", 1))
         if targets is None:
             self.state = set(program_urns(self.name))
             parts = set(PART_OF_TYPE.values())
@@ -266,6 +297,9 @@ class FakeStack:
             changed = [urn for urn in targets if urn in self.state]
             parts = {PART_OF_TYPE[t] for urn in changed if (t := _type(urn)) in PART_OF_TYPE}
         self.cluster.apply(settings, parts)
+        if "deployments" in parts and not all(p.ready for p in self.cluster.pods.values()):
+            # pulumi-kubernetes waits for a Deployment's rollout and fails the update.
+            raise CommandError(CommandResult("", ROLLOUT_TIMEOUT, 255))
 
     def resource_urns(self) -> list[str]:
         return sorted(self.state)
@@ -286,14 +320,6 @@ class FakeStack:
 
 def _type(urn: str) -> str:
     return urn.split("::")[-2].split("$")[-1]
-
-
-def _typed(value: str) -> Any:
-    if value in ("true", "false"):
-        return value == "true"
-    if re.fullmatch(r"\d+", value):
-        return int(value)
-    return value
 
 
 class FakeClock:
@@ -318,15 +344,22 @@ NO_DATA = CanaryWindow(requests=None, errors_5xx=None, p95_response_seconds=None
 
 
 class FakeMetrics:
-    """The canary target group's windows, in order; the last one repeats."""
+    """The canary target group's windows, in order; the last one repeats. Each read is
+    recorded with the clock's time, to check the tool reads only finished windows."""
 
-    def __init__(self, *windows: CanaryWindow, error: bool = False) -> None:
+    def __init__(self, *windows: CanaryWindow, error: bool = False,
+                 clock: FakeClock | None = None) -> None:  # fmt: skip
         self.windows = list(windows) or [HEALTHY]
         self.error = error
-        self.samples = 0
+        self.clock = clock
+        self.reads: list[tuple[datetime, datetime, datetime | None]] = []
 
-    def sample(self, window_seconds: int) -> CanaryWindow:
-        self.samples += 1
+    @property
+    def samples(self) -> int:
+        return len(self.reads)
+
+    def sample(self, start: datetime, end: datetime) -> CanaryWindow:
+        self.reads.append((start, end, self.clock.now() if self.clock else None))
         if self.error:
             raise ConnectionError("CloudWatch unreachable")
         return self.windows[min(self.samples, len(self.windows)) - 1]

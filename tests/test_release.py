@@ -6,14 +6,20 @@ weights at 100/0; refusals end with exit 2 and nothing changed.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pulumi.automation._cmd import CommandResult
+from pulumi.automation.errors import CommandError
 
 from infra import release
-from infra.settings import ReleaseSettings
+from infra.release import CanaryWindow
+from infra.settings import ReleaseSettings, parse_settings
+from tests.conftest import stack_config, stack_yaml
 from tests.release_fakes import (
     BREACH,
     HEALTHY,
@@ -41,8 +47,11 @@ class Harness:
         self.cluster = cluster
         self.stack = FakeStack(stack, cluster, **options)
         self.clock = FakeClock()
-        self.metrics = FakeMetrics()
+        self.metrics = FakeMetrics(clock=self.clock)
         self.lines: list[str] = []
+
+    def windows(self, *windows: CanaryWindow, error: bool = False) -> None:
+        self.metrics = FakeMetrics(*windows, error=error, clock=self.clock)
 
     def run(self, *argv: str, **options: Any) -> int:
         return release.main(
@@ -109,13 +118,17 @@ def test_a_failed_deploy_restores_the_idle_color_exactly_even_without_an_image_b
     assert h.stack.ups[-1] is None  # the restore was applied
 
 
-def test_deploy_fails_when_the_idle_color_never_gets_ready(cluster: FakeCluster) -> None:
+def test_an_image_that_never_gets_ready_fails_the_up_and_is_restored(cluster: FakeCluster) -> None:
+    """pulumi-kubernetes waits for a Deployment's rollout and fails the update when it does not
+    become ready (Pulumi, "Kubernetes resource await logic"): the Automation API raises a
+    CommandError, which the tool must treat as a failed gate and undo."""
     cluster.unready_versions.add("2.0.0")
     h = Harness(cluster)
     assert h.deploy() == 1
     assert h.active == "blue"
     assert h.stack.service()["green"]["version"] == "1.5.0"  # restored
-    assert sum(h.clock.slept) >= 600  # waited the configured timeout, on the fake clock only
+    assert any("pulumi failed:" in line and "Timeout occurred" in line for line in h.lines)
+    assert h.stack.ups == [None, None]  # the failed update, then the restore
 
 
 def test_deploy_fails_when_the_smoke_test_fails(cluster: FakeCluster) -> None:
@@ -183,12 +196,15 @@ def test_deploy_then_promote_ends_with_the_new_version_active(cluster: FakeClust
     assert h.stack.service()["previousColor"] == "blue"
     assert any("verified: active endpoint serves green 2.0.0" in line for line in h.lines)
     assert all(line.startswith("[2026-12-01T") for line in h.lines)
-    # The switch was a targeted update of the listener, the Services and the HPAs only.
-    switch = [u for u in h.stack.ups if u is not None][-2]
-    assert sorted(u.rpartition("::")[2] for u in switch) == [
-        "analytics-api-active", "analytics-api-blue", "analytics-api-green",
-        "analytics-api-preview", "api",
-    ]  # fmt: skip
+    # Every step of the switch was a targeted update of the listener, Services and HPAs only.
+    switch_ups = h.stack.ups[1:]
+    assert len(switch_ups) == 4  # floors, switch, outgoing color down, incoming floor off
+    for targets in switch_ups:
+        assert targets is not None
+        assert sorted(u.rpartition("::")[2] for u in targets) == [
+            "analytics-api-active", "analytics-api-blue", "analytics-api-green",
+            "analytics-api-preview", "api",
+        ]  # fmt: skip
 
 
 def test_the_switch_never_leaves_the_active_color_with_fewer_ready_pods(
@@ -196,26 +212,53 @@ def test_the_switch_never_leaves_the_active_color_with_fewer_ready_pods(
 ) -> None:
     """Under load the HPA has scaled blue to 7 (prod: replicas 3, max 10). A Deployment under an
     HPA has no spec.replicas (Kubernetes, "Horizontal Pod Autoscaling: migrating Deployments to
-    horizontal autoscaling"), so the size lives in the cluster: the tool reads it, brings green
-    to 7 before the Services switch, and scales blue down only after scaleDownDelaySeconds
-    (Argo Rollouts, BlueGreen strategy)."""
+    horizontal autoscaling"), so the size lives in the cluster: the tool reads it and puts a
+    floor of 7 under both colors' HPAs before the Services switch. Green's HPA computed its
+    scale-down history while idle, and the HPA scales down to the highest recommendation of
+    its stabilization window (Kubernetes, "Horizontal Pod Autoscaling: stabilization window"):
+    without the floor it would drop green to 3 as soon as traffic arrived. Blue goes down
+    after scaleDownDelaySeconds (Argo Rollouts, BlueGreen strategy), green's floor after the
+    window."""
     h = Harness(cluster, stack="prod")
-    cluster.size["blue"] = 7
+    cluster.set_demand(7)
     assert h.promote() == 0
     assert min(cluster.active_capacity) >= 7
     assert cluster.size == {"blue": 3, "green": 7}
     delay = ReleaseSettings().scale_down_delay_seconds
-    assert delay in h.clock.slept
-    assert "previewReplicaCount" not in h.stack.service()  # the override is gone again
+    assert h.clock.slept[-2:] == [delay, 300 - delay]
+    entry = h.stack.service()
+    assert "minReplicas" not in entry["blue"]
+    assert "minReplicas" not in entry["green"]
 
 
-def test_a_switch_that_lowered_capacity_would_be_caught(cluster: FakeCluster) -> None:
-    """The capacity record itself works: flipping without scaling first drops to 3 pods."""
+def test_a_switch_without_floors_would_lower_capacity(cluster: FakeCluster) -> None:
+    """The capacity record itself works: a plain flip leaves green's HPA on its idle history."""
     h = Harness(cluster, stack="prod")
-    cluster.size["blue"] = 7
+    cluster.set_demand(7)
     h.stack.set_path("services[0].activeColor", "green")
     h.stack.up()
     assert min(cluster.active_capacity) == 3
+
+
+@pytest.mark.parametrize("floor", [None, 5, 12])
+def test_the_fake_hpas_have_the_bounds_the_program_gives_them(
+    run_stack: Any, floor: int | None
+) -> None:
+    """The fake cluster is only as good as its HPA bounds: they must be the program's."""
+    from tests.release_fakes import _hpa_bounds
+
+    services = copy.deepcopy(stack_yaml("prod")["config"]["analytics-platform:services"])
+    if floor:
+        services[0]["green"]["minReplicas"] = floor
+        services[0]["blue"]["minReplicas"] = floor
+    run = run_stack("prod", {"services": services})
+    config, secret_keys = stack_config("prod", {"services": services})
+    settings = parse_settings("analytics-platform", "prod", config, secret_keys).services[0]
+    for hpa in run.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler"):
+        color = hpa.name.rsplit("-", 1)[1]
+        spec = hpa.inputs["spec"]
+        assert (spec["minReplicas"], spec["maxReplicas"]) == _hpa_bounds(settings, color)
+        assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
 
 
 def test_promote_rolls_back_when_the_switch_fails(cluster: FakeCluster) -> None:
@@ -224,7 +267,7 @@ def test_promote_rolls_back_when_the_switch_fails(cluster: FakeCluster) -> None:
     assert h.active == "blue"
     assert cluster.active_color == "blue"
     assert "previousColor" not in h.stack.service()
-    assert "previewReplicaCount" not in h.stack.service()
+    assert "minReplicas" not in h.stack.service()["green"]
 
 
 def test_promote_rolls_back_when_verification_fails(cluster: FakeCluster) -> None:
@@ -236,7 +279,7 @@ def test_promote_rolls_back_when_verification_fails(cluster: FakeCluster) -> Non
 
 
 def test_a_rollback_that_fails_too_exits_3(cluster: FakeCluster) -> None:
-    h = Harness(cluster, fail_up_when=lambda s: s.preview_replica_count > 1)
+    h = Harness(cluster, fail_up_when=lambda s: s.green.min_replicas is not None)
     assert h.promote() == 3
     assert any("ROLLBACK FAILED" in line for line in h.lines)
 
@@ -292,7 +335,7 @@ def test_a_healthy_canary_walks_the_listener_weights_and_promotes(cluster: FakeC
 def test_canary_pods_follow_the_traffic_weight(cluster: FakeCluster) -> None:
     """Argo Rollouts' setCanaryScale matchTrafficWeight: at 50 % of 8 pods the canary runs 4."""
     h = Harness(cluster, stack="prod")
-    cluster.size["blue"] = 8
+    cluster.set_demand(8)
     sizes: list[int] = []
     original = cluster.apply
 
@@ -301,10 +344,31 @@ def test_canary_pods_follow_the_traffic_weight(cluster: FakeCluster) -> None:
         sizes.append(cluster.size["green"])
 
     cluster.apply = record  # type: ignore[method-assign]
-    h.metrics = FakeMetrics(HEALTHY, HEALTHY, HEALTHY, BREACH)
+    h.windows(HEALTHY, HEALTHY, HEALTHY, BREACH)
     assert h.canary() == 1
     assert max(sizes) == 4  # 50 % of 8
     assert cluster.size["green"] == 3  # previewReplicaCount again after the abort
+
+
+def test_canary_windows_are_whole_minutes_read_after_cloudwatch_has_them(
+    cluster: FakeCluster,
+) -> None:
+    """The load balancer publishes per-minute datapoints, and CloudWatch has them only after a
+    delay (Elastic Load Balancing, "CloudWatch metrics for your Application Load Balancer"): a
+    window starts on a minute after the weight moved, and is read metricsDelaySeconds after
+    it ends, never earlier."""
+    h = Harness(cluster)
+    assert h.canary() == 0
+    delay = ReleaseSettings().metrics_delay_seconds
+    assert len(h.metrics.reads) == 4
+    previous_end = None
+    for start, end, read_at in h.metrics.reads:
+        assert (start.second, end.second) == (0, 0)
+        assert (end - start).total_seconds() == 60
+        assert read_at is not None
+        assert (read_at - end).total_seconds() >= delay
+        assert previous_end is None or start >= previous_end
+        previous_end = end
 
 
 def test_a_canary_over_the_error_threshold_aborts_at_the_first_bad_window(
@@ -313,19 +377,19 @@ def test_a_canary_over_the_error_threshold_aborts_at_the_first_bad_window(
     """HTTPCode_Target_5XX_Count / RequestCount of the canary target group (Elastic Load
     Balancing, "CloudWatch metrics for your Application Load Balancer")."""
     h = Harness(cluster)
-    h.metrics = FakeMetrics(HEALTHY, BREACH)
+    h.windows(HEALTHY, BREACH)
     assert h.canary() == 1
     assert h.metrics.samples == 2
     assert cluster.weight == 0
     assert h.stack.service()["canary"]["weight"] == 0
     assert h.active == "blue"
-    assert any("ABORT: 5xx rate 0.2000" in line and "at 10%" in line for line in h.lines)
+    assert any("ABORT: error rate 0.2000" in line and "at 10%" in line for line in h.lines)
 
 
 def test_a_slow_canary_aborts(cluster: FakeCluster) -> None:
     """TargetResponseTime is in seconds; the gate is in milliseconds."""
     h = Harness(cluster)
-    h.metrics = FakeMetrics(SLOW)
+    h.windows(SLOW)
     assert h.canary() == 1
     assert any("p95 response time 2500 ms" in line for line in h.lines)
 
@@ -335,7 +399,7 @@ def test_a_canary_whose_metrics_are_missing_aborts_and_rolls_back(cluster: FakeC
     "CloudWatch metrics for your Application Load Balancer"): missing data is no evidence, so
     it is inconclusive, and inconclusiveLimit such windows abort (Argo Rollouts analysis)."""
     h = Harness(cluster)
-    h.metrics = FakeMetrics(NO_DATA)
+    h.windows(NO_DATA)
     assert h.canary() == 1
     limit = ReleaseSettings().inconclusive_limit
     assert h.metrics.samples == limit
@@ -347,14 +411,14 @@ def test_a_canary_whose_metrics_are_missing_aborts_and_rolls_back(cluster: FakeC
 def test_delayed_metrics_wait_instead_of_passing(cluster: FakeCluster) -> None:
     """One late window is inconclusive: the canary waits at the same weight, then goes on."""
     h = Harness(cluster)
-    h.metrics = FakeMetrics(NO_DATA, HEALTHY)
+    h.windows(NO_DATA, HEALTHY)
     assert h.canary() == 0
     assert h.metrics.samples == 5
 
 
 def test_canary_aborts_when_metrics_cannot_be_read(cluster: FakeCluster) -> None:
     h = Harness(cluster)
-    h.metrics = FakeMetrics(error=True)
+    h.windows(error=True)
     assert h.canary() == 1
     assert h.stack.service()["canary"]["weight"] == 0
     assert h.active == "blue"
@@ -393,6 +457,9 @@ def test_the_first_canary_on_a_stack_without_its_objects_creates_them(
         (release.CanaryWindow(100, None, None), "inconclusive"),
         (release.CanaryWindow(100, None, 1.0), "pass"),  # exactly the limit
         (release.CanaryWindow(100, None, 1.001), "fail"),
+        # The load balancer's own 502/503/504 for a crashing canary: no target 5xx at all.
+        (release.CanaryWindow(100, None, 0.1, connection_errors=2), "fail"),
+        (release.CanaryWindow(100, 1, 0.1, connection_errors=1), "fail"),
     ],
 )
 def test_each_window_is_judged_pass_fail_or_inconclusive(
@@ -466,3 +533,107 @@ def test_check_fails_when_the_active_endpoint_serves_another_color(cluster: Fake
     # The preview Service answers with green: not what the stack says is active.
     assert h.run("check", "--active-url", cluster.url("preview")) == 1
     assert any(line.endswith("active endpoint does not serve blue 1.4.2") for line in h.lines)
+
+
+# -- Pulumi and AWS edges ------------------------------------------------------------------------
+def test_an_update_that_finds_the_stack_locked_waits_and_retries(cluster: FakeCluster) -> None:
+    """Another update holds the lock (Automation API ConcurrentUpdateError): wait, retry."""
+    h = Harness(cluster, locked_ups=2)
+    assert h.deploy() == 0
+    assert sum("another update holds the stack" in line for line in h.lines) == 2
+    assert h.clock.slept[:2] == [30, 30]
+
+
+def test_a_lock_that_never_clears_changes_nothing_and_exits_4(cluster: FakeCluster) -> None:
+    h = Harness(cluster, locked_ups=1000)
+    before = h.stack.service()
+    assert h.deploy() == 4
+    assert h.stack.service() == before
+    assert any("stayed locked, nothing was changed" in line for line in h.lines)
+
+
+def test_a_pulumi_failure_before_any_change_is_one_line_and_exit_4(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h = Harness(cluster)
+
+    def no_login() -> Any:
+        raise CommandError(CommandResult("", "error: PULUMI_ACCESS_TOKEN must be set", 255))
+
+    h.stack.config = no_login  # type: ignore[method-assign]
+    assert h.run("status") == 4
+    err = capsys.readouterr().err.strip()
+    assert err == "error: pulumi failed: error: PULUMI_ACCESS_TOKEN must be set"
+
+
+@pytest.mark.parametrize(("value", "kind"), [("1234", "string"), ("2.0.0", "string"),
+                                             ("true", "string"), (7, "int")])  # fmt: skip
+def test_config_values_are_written_with_their_own_type(value: str | int, kind: str) -> None:
+    """`pulumi config set --path` stores integers and true/false as numbers and booleans unless
+    told the type (Pulumi CLI, `pulumi config set`: --type string|int)."""
+    args = release.config_set_args("analytics-platform", "prod", "services[0].green.version",
+                                   value)  # fmt: skip
+    assert args[:5] == ["config", "set", "--path", "--type", kind]
+    assert args[-2:] == ["--", str(value)]
+
+
+def test_a_digit_only_tag_deploys_as_a_string_version(cluster: FakeCluster) -> None:
+    h = Harness(cluster)
+    image = NEW_IMAGE.replace(":2.0.0", ":1234")
+    assert h.deploy(image) == 0
+    assert h.stack.service()["green"]["version"] == "1234"
+
+
+def test_the_preview_route_is_signed_with_sigv4_for_execute_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """IAM-authorised HTTP API routes take Signature Version 4 for service `execute-api` (API
+    Gateway, "Controlling access to HTTP APIs with IAM authorization")."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    headers = release.sigv4_signer("eu-west-1")("https://abc.execute-api.eu-west-1.amazonaws.com"
+                                                "/preview/health/ready")  # fmt: skip
+    auth = headers["Authorization"]
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/execute-api/aws4_request" in auth
+    assert "X-Amz-Date" in headers
+
+
+def test_cloudwatch_reads_the_canary_target_groups_own_metrics() -> None:
+    """GetMetricData for AWS/ApplicationELB with TargetGroup + LoadBalancer (Elastic Load
+    Balancing, "CloudWatch metrics for your Application Load Balancer"): checked against
+    botocore's own model of the API by its Stubber."""
+    from botocore.stub import Stubber
+
+    metrics = release.CloudWatchMetrics("app/lb/1", "targetgroup/preview/2", "eu-west-1")
+    start = datetime(2026, 12, 1, 9, 1, tzinfo=UTC)
+    end = start + timedelta(minutes=1)
+    dims = [{"Name": "TargetGroup", "Value": "targetgroup/preview/2"},
+            {"Name": "LoadBalancer", "Value": "app/lb/1"}]  # fmt: skip
+    queries = [
+        {"Id": query_id, "MetricStat": {"Metric": {"Namespace": "AWS/ApplicationELB",
+                                                   "MetricName": name, "Dimensions": dims},
+                                        "Period": 60, "Stat": stat}, "ReturnData": True}
+        for query_id, name, stat in (("requests", "RequestCount", "Sum"),
+                                     ("errors", "HTTPCode_Target_5XX_Count", "Sum"),
+                                     ("connections", "TargetConnectionErrorCount", "Sum"),
+                                     ("p95", "TargetResponseTime", "p95"))
+    ]  # fmt: skip
+    with Stubber(metrics._cloudwatch) as stub:
+        stub.add_response(
+            "get_metric_data",
+            {
+                "MetricDataResults": [
+                    {"Id": "requests", "Values": [640.0], "StatusCode": "Complete"},
+                    {"Id": "errors", "Values": [], "StatusCode": "Complete"},
+                    {"Id": "connections", "Values": [3.0], "StatusCode": "Complete"},
+                    {"Id": "p95", "Values": [0.21], "StatusCode": "Complete"},
+                ]
+            },
+            {"StartTime": start, "EndTime": end, "MetricDataQueries": queries},
+        )
+        window = metrics.sample(start, end)
+        stub.assert_no_pending_responses()
+    assert window == CanaryWindow(640.0, None, 0.21, connection_errors=3.0)
