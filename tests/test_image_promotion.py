@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+import yaml
 
 from infra.mock_engine import ProgramRun, reveal_all
-from tests.conftest import RunStack, stack_account
+from tests.conftest import ROOT, RunStack, stack_account
 
 PULL_ACTIONS = {"ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"}
 
@@ -172,3 +173,19 @@ def test_image_references_split_into_repository_and_tag() -> None:
     assert tag_of(ref) == "1.2"
     assert tag_of("localhost:5000/api@sha256:" + "e" * 64) is None
     assert repository_of("localhost:5000/api:2") == "localhost:5000/api"
+
+
+@pytest.mark.parametrize("job_name", ["up", "release"])
+def test_every_deploy_job_tags_builds_with_the_commit_it_checked_out(job_name: str) -> None:
+    """The program refuses a build without a commit tag (infra/settings.py, build_tag)."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yml").read_text())
+    steps = workflow["jobs"][job_name]["steps"]
+    checkout = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/"))
+    tag = next(i for i, s in enumerate(steps) if "IMAGE_TAG=" in s.get("run", ""))
+    pulumi = min(
+        i
+        for i, s in enumerate(steps)
+        if "pulumi/actions" in s.get("uses", "") or "infra.release" in s.get("run", "")
+    )
+    assert checkout < tag < pulumi
+    assert steps[tag]["run"] == 'echo "IMAGE_TAG=$(git rev-parse HEAD)" >> "$GITHUB_ENV"'
