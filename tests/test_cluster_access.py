@@ -46,9 +46,8 @@ def test_each_stack_names_its_eks_cluster_and_needs_no_kubeconfig(stack: str) ->
 def test_the_kubernetes_provider_is_built_from_the_eks_cluster(
     run_stack: RunStack, stack: str
 ) -> None:
-    cloud = FakeCloud()
-    run = run_stack(stack, cloud=cloud)
-    [lookup] = [i for i in cloud.invokes if i.token == GET_CLUSTER]
+    run = run_stack(stack)
+    [lookup] = [i for i in run.invokes if i.token == GET_CLUSTER]
     assert lookup.args["name"] == f"analytics-{stack}"
     assert lookup.provider is not None
     assert "pulumi:providers:aws::aws::" in lookup.provider

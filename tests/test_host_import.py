@@ -14,7 +14,11 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import pytest
+
+from infra.mock_engine import project_root, run_program
 from tests.conftest import CI_COMMIT, ROOT
 
 SCRIPT = textwrap.dedent(
@@ -82,3 +86,12 @@ def test_program_runs_with_only_its_folder_on_sys_path(tmp_path) -> None:
         {"context_is_dir": True, "dockerfile_is_file": True, "dockerfile_in_context": True}
     ]
     assert report["relative_app_from_main"] is False
+
+
+def test_a_main_folder_outside_any_project_is_refused(tmp_path: Path) -> None:
+    """The CLI finds the project by its Pulumi.yaml; the root directory is that folder."""
+    (tmp_path / "infra").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no Pulumi\.yaml in"):
+        run_program(tmp_path / "infra", "analytics-platform", "dev", {})
+    (tmp_path / "Pulumi.yaml").write_text("name: analytics-platform\n")
+    assert project_root(tmp_path / "infra") == tmp_path
