@@ -11,6 +11,7 @@ can pin it. Staging and prod run promoted images copied into their own repositor
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,9 +139,11 @@ class ContainerImage(PlatformComponent):
     def _build(
         self, name: str, settings: ImageSettings, repository: aws.ecr.Repository, tag: str
     ) -> pulumi.Output[str]:
-        # The host runs the program from the `main` folder (infra/); build paths are the
-        # project root's, as pulumi.get_root_directory() gives it.
-        context = Path(pulumi.get_root_directory()) / settings.context
+        # The host runs the program, and its providers, from the `main` folder (infra/): build
+        # paths start at the project root (pulumi.get_root_directory()), and are handed over
+        # relative to the working directory, so that state does not change from one machine's
+        # checkout path to another's.
+        context = Path(os.path.relpath(Path(pulumi.get_root_directory()) / settings.context))
         token = aws.ecr.get_authorization_token_output(
             registry_id=repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
         )

@@ -61,14 +61,15 @@ def test_release_stacks_never_expire_a_tagged_image(run_stack: RunStack, stack: 
 
 def test_dev_builds_from_the_project_root_tagged_with_the_commit(run_stack: RunStack) -> None:
     """pulumi/pulumi pkg/engine/project.go (getPwdMain): the program runs in infra/, so the
-    build context and Dockerfile are absolute paths under pulumi.get_root_directory()."""
+    build context and Dockerfile are the project root's, relative to infra/."""
     cloud = FakeCloud()
     run = run_stack("dev", cloud=cloud)
     repo = run.one(REPO)
     image = run.one(IMAGE)
     assert image.inputs["imageName"] == f"{repo.outputs['repositoryUrl']}:{CI_COMMIT}"
-    assert image.inputs["build"]["context"] == str(ROOT / "app")
-    assert image.inputs["build"]["dockerfile"] == str(ROOT / "app" / "Dockerfile")
+    assert image.inputs["build"]["context"] == "../app"
+    assert image.inputs["build"]["dockerfile"] == "../app/Dockerfile"
+    assert (ROOT / "infra" / "../app/Dockerfile").is_file()
     assert image.inputs["build"]["platform"] == "linux/amd64"
     registry = image.inputs["registry"]
     assert is_secret(registry)  # the password makes the whole registry block secret
