@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STACK ?= dev
+# A build is tagged with the commit it is built from (CI passes github.sha).
+export IMAGE_TAG ?= $(shell git rev-parse HEAD 2>/dev/null)
 
 .PHONY: preview test lint typecheck security pytest bench state-snapshot constraints policy-pack clean
 

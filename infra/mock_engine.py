@@ -4,7 +4,8 @@ One implementation, shared by the offline preview and the tests. It records ever
 registration (inputs as the engine receives them, camelCase), every invoke, and the stack
 outputs. It imports nothing from the program, so that it can load the program exactly as
 `pulumi up` would: `runpy.run_path(main_dir)` inside `run_in_stack`, with `main_dir` first on
-`sys.path`.
+`sys.path`, `main_dir` as the working directory (pulumi/pulumi `pkg/engine/project.go`,
+`getPwdMain`) and `pulumi.get_root_directory()` the folder that holds Pulumi.yaml.
 
 Applies run: the runtime is configured with `dry_run=False`, so every `Output` resolves.
 """
@@ -12,9 +13,11 @@ Applies run: the runtime is configured with `dry_run=False`, so every `Output` r
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
+import os
 import runpy
 import sys
 import uuid
@@ -126,6 +129,9 @@ class ProgramRun:
     invokes: list[InvokeRecord]
     outputs: dict[str, Any]
     log: list[tuple[str, str]]
+    # Where the program ran, as it saw it: os.getcwd() and pulumi.get_root_directory().
+    working_directory: str = ""
+    root_directory: str = ""
 
     def of_type(self, type_: str) -> list[ResourceRecord]:
         return [r for r in self.resources if r.type == type_]
@@ -341,11 +347,14 @@ class FakeCloud(pulumi_mocks.Mocks):
         # subnet id -> AZ letter; subnets not listed get the next unused letter.
         self._subnet_zones = dict(subnet_zones or {})
         self._provider_regions: dict[str, str] = {}
+        # An AWS provider pinned to accounts only ever works in the first of them.
+        self._provider_accounts: dict[str, str] = {}
         self.invokes: list[InvokeRecord] = []
         # Every resource the engine was asked to create, by type and name, in order.
         self.created: list[tuple[str, str]] = []
         self._invoke_handlers: dict[str, Callable[[pulumi_mocks.MockCallArgs], dict[str, Any]]] = {
             "aws:index/getCallerIdentity:getCallerIdentity": self._caller_identity,
+            "aws:eks/getCluster:getCluster": self._eks_cluster,
             "aws:index/getPartition:getPartition": lambda _: {
                 "id": "aws",
                 "partition": "aws",
@@ -368,12 +377,34 @@ class FakeCloud(pulumi_mocks.Mocks):
         provider_id = (provider_ref or "").rpartition("::")[2]
         return self._provider_regions.get(provider_id, "us-east-1")
 
-    def _caller_identity(self, _: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
+    def _account(self, provider_ref: str | None) -> str:
+        provider_id = (provider_ref or "").rpartition("::")[2]
+        return self._provider_accounts.get(provider_id, self.account_id)
+
+    def _caller_identity(self, call: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
+        account = self._account(call.provider)
         return {
-            "id": self.account_id,
-            "accountId": self.account_id,
-            "arn": f"arn:aws:sts::{self.account_id}:assumed-role/offline-preview/session",
+            "id": account,
+            "accountId": account,
+            "arn": f"arn:aws:sts::{account}:assumed-role/offline-preview/session",
             "userId": "AROAOFFLINEPREVIEW:session",
+        }
+
+    def _eks_cluster(self, call: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
+        # Shaped like `aws eks describe-cluster`: the endpoint and CA a kubeconfig needs.
+        name = str(call.args.get("name"))
+        region, account = self._region(call.provider), self._account(call.provider)
+        uid = _stable_uuid(account, region, name).replace("-", "").upper()
+        ca = base64.b64encode(f"offline CA of {name}".encode()).decode()
+        return {
+            "id": name,
+            "name": name,
+            "arn": f"arn:aws:eks:{region}:{account}:cluster/{name}",
+            "endpoint": f"https://{uid}.gr7.{region}.eks.amazonaws.com",
+            "certificateAuthorities": [{"data": ca}],
+            "status": "ACTIVE",
+            "version": "1.34",
+            "accessConfigs": [{"authenticationMode": "API"}],
         }
 
     def _subnet(self, call: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
@@ -438,8 +469,12 @@ class FakeCloud(pulumi_mocks.Mocks):
         if args.typ.startswith("pulumi:providers:"):
             if args.typ == "pulumi:providers:aws":
                 self._provider_regions[uid] = str(inputs.get("region", "us-east-1"))
+                allowed = json.loads(str(inputs.get("allowedAccountIds") or "[]"))
+                self._provider_accounts[uid] = allowed[0] if allowed else self.account_id
             return uid, inputs
-        new = _New(args.name, inputs, self._region(args.provider), self.account_id, uid)
+        new = _New(
+            args.name, inputs, self._region(args.provider), self._account(args.provider), uid
+        )
         fake = _FAKES.get(args.typ)
         if fake is not None:
             resource_id, outputs = fake(new)
@@ -507,6 +542,17 @@ class _ListHandler(logging.Handler):
         self.messages.append((record.levelname.lower(), record.getMessage()))
 
 
+def project_root(main_dir: Path) -> Path:
+    """The folder holding Pulumi.yaml: what the host hands the program as its root directory.
+
+    `main` must lie inside the project, as the CLI requires; anything else is an error here too.
+    """
+    for folder in (main_dir, *main_dir.parents):
+        if (folder / "Pulumi.yaml").is_file():
+            return folder
+    raise FileNotFoundError(f"no Pulumi.yaml in {main_dir} or any folder above it")
+
+
 def run_program(
     main_dir: Path,
     project: str,
@@ -523,15 +569,21 @@ def run_program(
     monitor = RecordingMonitor(cloud)
     handler = _ListHandler()
     main = str(main_dir)
+    root = project_root(main_dir)
+
+    seen: dict[str, str] = {}
 
     def program() -> None:
+        seen.update(cwd=os.getcwd(), root=runtime_settings.get_root_directory())
         runpy.run_path(main, run_name="__main__")
 
     sys.path.insert(0, main)
+    cwd = os.getcwd()
+    os.chdir(main)
     try:
-        run_in_runtime(program, monitor, project, stack, config, secret_keys, main_dir.parent,
-                       handler)  # fmt: skip
+        run_in_runtime(program, monitor, project, stack, config, secret_keys, root, handler)
     finally:
+        os.chdir(cwd)
         sys.path.remove(main)
     return ProgramRun(
         project=project,
@@ -541,6 +593,8 @@ def run_program(
         invokes=cloud.invokes,
         outputs=monitor.stack_outputs,
         log=handler.messages,
+        working_directory=seen.get("cwd", ""),
+        root_directory=seen.get("root", ""),
     )
 
 

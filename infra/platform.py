@@ -97,7 +97,13 @@ class AnalyticsPlatform(PlatformComponent):
             opts=self.child_opts(),
         )
         self.image = ContainerImage(
-            "image", config.image, key_arn=platform_key.arn, ctx=ctx, opts=self.child_opts()
+            "image",
+            config.image,
+            key_arn=platform_key.arn,
+            ctx=ctx,
+            build_tag=settings.image_tag,
+            partition=account.partition,
+            opts=self.child_opts(),
         )
 
         self.monitoring = Monitoring(

@@ -8,6 +8,7 @@ part of these models: they are read with `get_secret` and stay `Output`s.
 from __future__ import annotations
 
 import json
+import os
 import re
 import typing
 from collections.abc import Iterable, Mapping
@@ -57,12 +58,14 @@ class AwsSettings(ConfigModel):
 
 
 class KubernetesSettings(ConfigModel):
-    """The explicit Kubernetes provider: a kubeconfig context, or the secret `kubeconfig` key."""
+    """The explicit Kubernetes provider: the EKS cluster `clusterName`, reached with the AWS
+    provider's own credentials; or the secret `kubeconfig`; or a kubeconfig `context`."""
 
     context: str | None = Field(default=None, min_length=1, max_length=253)
-    # Identifies the cluster to Pulumi, so that rotating credentials in the kubeconfig updates
-    # the provider instead of replacing every Kubernetes object. Defaults to the context name.
-    cluster_name: str | None = Field(default=None, min_length=1, max_length=253)
+    # The EKS cluster (in the stack's account and region) the provider is built from, when
+    # neither the secret kubeconfig nor a context is set. Also identifies the cluster to Pulumi,
+    # so that new credentials update the provider instead of replacing every Kubernetes object.
+    cluster_name: str | None = Field(default=None, pattern=r"^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$")
     # The cluster's Kubernetes minor version; every object is checked against its schema.
     version: str = Field(default="1.34", pattern=r"^1\.(2[5-9]|3[0-7])$")
 
@@ -189,6 +192,9 @@ class ApiSettings(ConfigModel):
         return self
 
 
+# The environment variable a build's tag comes from (CI: the commit, github.sha).
+IMAGE_TAG_VARIABLE = "IMAGE_TAG"
+COMMIT_ID = r"[0-9a-f]{7,40}"
 # registry/repository[:tag][@sha256:digest]
 IMAGE_REFERENCE = (
     r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
@@ -197,27 +203,30 @@ IMAGE_REFERENCE = (
 
 
 class ImageSettings(ConfigModel):
-    """The analytics API image: built and pushed to the stack's ECR repository, or given."""
+    """The analytics API image: built and pushed to the stack's ECR repository, or given.
+
+    A build is tagged with the commit it is built from (the IMAGE_TAG environment variable,
+    read in `load_settings`), never with a tag from a stack file.
+    """
 
     build: bool = False
-    # The tag a build is pushed under, e.g. the git commit. ECR tags are immutable here, so
-    # each build needs a new one.
-    tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
     context: str = "app"
     dockerfile: str = "Dockerfile"
     platform: Literal["linux/amd64", "linux/arm64"] = "linux/amd64"
     # Used when build is off: a digest (`…@sha256:…`) pins exactly what runs; a tag is allowed
     # (ECR tags are immutable here) but `latest` and untagged references are not.
     reference: str | None = Field(default=None, pattern=IMAGE_REFERENCE)
-    keep_tagged_images: int = Field(default=30, ge=1, le=1000)
+    # None: tagged images never expire (the tier's default for stacks that run promoted
+    # releases from their own repository).
+    keep_tagged_images: int | None = Field(default=30, ge=1, le=1000)
     untagged_expiry_days: int = Field(default=7, ge=1, le=365)
+    # Accounts whose promote step may copy images out of this repository (pull only).
+    pull_account_ids: tuple[AccountId, ...] = ()
 
     @model_validator(mode="after")
     def _reference_when_not_building(self) -> ImageSettings:
         if not self.build and self.reference is None:
             raise ValueError("set build: true, or a reference to an existing image")
-        if self.build and (self.tag is None or self.tag == "latest"):
-            raise ValueError("build: true needs a tag that names the build, e.g. the git commit")
         if self.reference and (problem := image_reference_problem(self.reference)):
             raise ValueError(f"reference {problem}")
         return self
@@ -504,6 +513,8 @@ class Settings:
     config: StackSettings
     tier: Tier
     secrets: StackSecrets
+    # The tag a build is pushed under: the commit it is built from. None when not building.
+    image_tag: str | None = None
 
     @property
     def environment(self) -> Environment:
@@ -586,11 +597,29 @@ def load_settings() -> Settings:
         stack=stack,
         config=config,
         tier=TIERS[config.environment],
+        image_tag=build_tag(project, stack, config.image, os.environ.get(IMAGE_TAG_VARIABLE)),
         secrets=StackSecrets(
             alerts_webhook_url=cfg.get_secret("alertsWebhookUrl"),
             kubeconfig=cfg.get_secret("kubeconfig"),
         ),
     )
+
+
+def build_tag(project: str, stack: str, image: ImageSettings, given: str | None) -> str | None:
+    """The tag a build is pushed under: the commit id CI passes in, checked.
+
+    A fixed tag such as `dev-local` would make the second build of a changed app fail to push
+    (the repository's tags are immutable) and would not say what the image was built from.
+    """
+    if not image.build:
+        return None
+    if given is None or re.fullmatch(COMMIT_ID, given) is None:
+        raise InvalidConfig(project, stack, [Problem(
+            f"env:{IMAGE_TAG_VARIABLE}", None if given is None else _show(given),
+            "image.build tags each image with the commit it is built from; allowed: a git "
+            "commit id (7 to 40 lowercase hex digits), e.g. IMAGE_TAG=$(git rev-parse HEAD)",
+        )])  # fmt: skip
+    return given
 
 
 def _project_values(
@@ -706,10 +735,11 @@ def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> 
         (policy.require_allowed_account_ids and not settings.aws.allowed_account_ids,
          "aws.allowedAccountIds", [],
          f"{safety} must pin its AWS account; allowed: one or more 12-digit account ids"),
-        (settings.kubernetes.context is None and "kubeconfig" not in secrets,
-         "kubernetes.context", None,
-         "the Kubernetes provider needs a kubeconfig context, or the secret kubeconfig; "
-         "the ambient kubeconfig is never used"),
+        (settings.kubernetes.context is None and settings.kubernetes.cluster_name is None
+         and "kubeconfig" not in secrets,
+         "kubernetes.clusterName", None,
+         "the Kubernetes provider needs the EKS cluster's name (or a kubeconfig context, or "
+         "the secret kubeconfig); the ambient kubeconfig is never used"),
         (db.backup_retention_days < policy.min_backup_retention_days,
          "database.backupRetentionDays", db.backup_retention_days,
          f"a {env} stack keeps backups at least {policy.min_backup_retention_days} days; "

@@ -79,6 +79,33 @@ def unrecorded(stack: str, recorded: Iterable[str], preview: Mapping[str, Any]) 
     ]
 
 
+def cluster_of(preview: Mapping[str, Any]) -> str | None:
+    found = [r["inputs"].get("clusterIdentifier") for r in preview["resources"]
+             if r["type"] == "pulumi:providers:kubernetes"]  # fmt: skip
+    return found[0] if found else None
+
+
+def throwaway(
+    stack: str, preview: Mapping[str, Any], recorded: Mapping[str, Mapping[str, Any]]
+) -> tuple[list[str], list[str]]:
+    """A stack outside the snapshot is a throwaway one (e.g. `pr-123` copied from dev): its URNs
+    are not checked, but it must not share a cluster with a recorded stack, where its
+    namespaces, object names and NodePorts would be the same ones. (notes, problems)"""
+    cluster = cluster_of(preview)
+    shared = sorted(name for name, other in recorded.items() if cluster_of(other) == cluster)
+    if shared:
+        return [], [
+            f"stack {stack}: a throwaway stack (not in {SNAPSHOT.name}) shares the Kubernetes "
+            f"cluster {cluster} with {', '.join(shared)}, whose namespaces, object names and "
+            "NodePorts it would take over; give it its own cluster (kubernetes.clusterName, "
+            "README: Throwaway stacks), or run `make state-snapshot` if it is a lasting stack"
+        ]
+    return [
+        f"stack {stack}: a throwaway stack (not in {SNAPSHOT.name}) in its own cluster "
+        f"{cluster}: its URNs are not checked"
+    ], []
+
+
 def read_snapshot(path: Path = SNAPSHOT) -> dict[str, list[str]]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
@@ -116,12 +143,17 @@ def main(argv: Sequence[str] | None = None, project_dir: Path = PROJECT_DIR) -> 
         print(f"wrote {args.snapshot}: {sum(map(len, snapshot.values()))} stateful URNs")
         return 0
     recorded = read_snapshot(args.snapshot)
-    lines = [
-        line
-        for stack, preview in sorted(previews.items())
-        for line in problems(stack, recorded.get(stack, []), preview)
-        + unrecorded(stack, recorded.get(stack, []), preview)
-    ]
+    lines: list[str] = []
+    known = {stack: preview for stack, preview in previews.items() if stack in recorded}
+    for stack, preview in sorted(previews.items()):
+        if stack not in recorded:
+            notes, found = throwaway(stack, preview, known)
+            for note in notes:
+                print(f"note: {note}")
+            lines += found
+            continue
+        lines += problems(stack, recorded[stack], preview)
+        lines += unrecorded(stack, recorded[stack], preview)
     for line in lines:
         print(f"error: {line}", file=sys.stderr)
     print("state safety: " + ("FAILED" if lines else "every stateful URN is unchanged"))

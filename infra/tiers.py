@@ -78,6 +78,12 @@ class MonitoringTierDefaults(ConfigModel):
     service: ServiceAlarmTierDefaults
 
 
+class ImageTierDefaults(ConfigModel):
+    # None: tagged images never expire. A stack that runs images by digest from its own
+    # repository (the promoted releases of staging and prod) must never lose one to a count.
+    keep_tagged_images: int | None
+
+
 class TierDefaults(ConfigModel):
     """Config values a stack gets unless it sets them."""
 
@@ -88,6 +94,7 @@ class TierDefaults(ConfigModel):
     api: ApiTierDefaults
     service_defaults: ServiceTierDefaults
     monitoring: MonitoringTierDefaults
+    image: ImageTierDefaults
 
 
 class TierPolicy(BaseModel):
@@ -160,6 +167,7 @@ TIERS: dict[Environment, Tier] = {
                 load_balancer=LoadBalancerAlarmTierDefaults(max_unhealthy_hosts=0),
                 service=ServiceAlarmTierDefaults(max_error_logs_per_minute=50),
             ),
+            image=ImageTierDefaults(keep_tagged_images=30),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -213,6 +221,7 @@ TIERS: dict[Environment, Tier] = {
                 load_balancer=LoadBalancerAlarmTierDefaults(max_unhealthy_hosts=0),
                 service=ServiceAlarmTierDefaults(max_error_logs_per_minute=10),
             ),
+            image=ImageTierDefaults(keep_tagged_images=None),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -266,6 +275,7 @@ TIERS: dict[Environment, Tier] = {
                 load_balancer=LoadBalancerAlarmTierDefaults(max_unhealthy_hosts=0),
                 service=ServiceAlarmTierDefaults(max_error_logs_per_minute=10),
             ),
+            image=ImageTierDefaults(keep_tagged_images=None),
         ),
         policy=TierPolicy(
             require_protect=True,

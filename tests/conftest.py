@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.mock_engine import FakeCloud, ProgramRun, run_program
+from infra.mock_engine import FAKE_ACCOUNT_ID, FakeCloud, ProgramRun, run_program
 from infra.stackfiles import load_stack_config, to_config_string
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,10 @@ PROJECT = "analytics-platform"
 STACKS = ("dev", "staging", "prod")
 
 RunStack = Callable[..., ProgramRun]
+# What CI passes a build as its tag (deploy.yml: IMAGE_TAG from github.sha); the tests run the
+# program as CI does.
+CI_COMMIT = "5e0c3b7a9d1f2468ace0b2d4f6a8c0e2b4d6f8a1"
+os.environ["IMAGE_TAG"] = CI_COMMIT
 
 
 def full_key(key: str) -> str:
@@ -111,6 +116,13 @@ def stack_yaml(stack: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
 
 
+def stack_account(stack: str) -> str:
+    """The account a repository stack's AWS provider works in offline: the first it is pinned
+    to, as the provider refuses any other; the offline engine's own account otherwise."""
+    pinned = stack_yaml(stack)["config"][f"{PROJECT}:aws"].get("allowedAccountIds") or []
+    return pinned[0] if pinned else FAKE_ACCOUNT_ID
+
+
 def policy_doc(text: str) -> dict[str, Any]:
     doc = json.loads(text)
     assert doc["Version"] == "2012-10-17"
@@ -124,6 +136,7 @@ def renamed_database(tmp_path: Path, new_name: str, alias: bool) -> Path:
     """A copy of the program whose database instance has another logical name."""
     main_dir = tmp_path / "infra"
     shutil.copytree(ROOT / "infra", main_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
     source = (main_dir / "database.py").read_text()
     assert DB_CALL in source
     options = "opts=self.stateful_opts(depends_on=log_groups),"

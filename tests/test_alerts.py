@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from infra.mock_engine import FAKE_ACCOUNT_ID, ProgramRun, is_secret, reveal
-from tests.conftest import STACKS, RunStack, policy_doc
+from tests.conftest import STACKS, RunStack, policy_doc, stack_account
 
 TOPIC = "aws:sns/topic:Topic"
 KEY = "aws:kms/key:Key"
@@ -29,7 +29,7 @@ def test_alerts_key_rotates_and_lets_cloudwatch_use_it(run_stack: RunStack, stac
     assert key.inputs["enableKeyRotation"] is True
     statements = _statements(key.inputs["policy"])
     admin = statements["EnableAccountAdministration"]
-    assert admin["Principal"] == {"AWS": f"arn:aws:iam::{FAKE_ACCOUNT_ID}:root"}
+    assert admin["Principal"] == {"AWS": f"arn:aws:iam::{stack_account(stack)}:root"}
     cloudwatch = statements["AllowCloudWatchAlarmsToUseKey"]
     assert cloudwatch["Effect"] == "Allow"
     assert cloudwatch["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
@@ -54,7 +54,7 @@ def test_topic_is_encrypted_with_the_alerts_key(run_stack: RunStack, stack: str)
     topic, key = run.one(TOPIC), run.one(KEY, "alerts-key")
     assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"]
     assert topic.inputs["kmsMasterKeyId"].startswith(
-        f"arn:aws:kms:eu-west-1:{FAKE_ACCOUNT_ID}:key/"
+        f"arn:aws:kms:eu-west-1:{stack_account(stack)}:key/"
     )
     assert topic.inputs["name"] == f"analytics-platform-{stack}-alerts-topic"
     assert topic.inputs["signatureVersion"] == 2

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from infra.component import StackContext
-from infra.mock_engine import ProgramRun
+from infra.mock_engine import ProgramRun, is_secret
 from infra.policies._rules import is_taggable
 from tests.conftest import STACKS, RunStack, stack_yaml
 
@@ -123,13 +123,17 @@ def test_aws_provider_takes_region_and_account_pin_but_no_role_from_config(
         assert "assumeRole" not in provider.inputs
 
 
-def test_kubernetes_provider_uses_the_context_or_the_secret_kubeconfig(
+def test_kubernetes_provider_uses_a_context_or_the_secret_kubeconfig_when_given(
     run_stack: RunStack,
 ) -> None:
-    dev = run_stack("dev").one("pulumi:providers:kubernetes")
-    assert dev.inputs["context"] == "analytics-dev"
+    context = {"version": "1.34", "context": "kind-analytics", "clusterName": "analytics-dev"}
+    dev = run_stack("dev", overrides={"kubernetes": context}).one("pulumi:providers:kubernetes")
+    assert dev.inputs["context"] == "kind-analytics"
     assert "kubeconfig" not in dev.inputs
     assert dev.inputs["clusterIdentifier"] == "analytics-dev"
-    prod = run_stack("prod").one("pulumi:providers:kubernetes")
+    prod = run_stack("prod", secrets={"kubeconfig": "apiVersion: v1"}).one(
+        "pulumi:providers:kubernetes"
+    )
     assert prod.inputs["clusterIdentifier"] == "analytics-prod"
     assert "context" not in prod.inputs
+    assert is_secret(prod.inputs["kubeconfig"])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from infra.mock_engine import FakeCloud, is_secret
+from infra.mock_engine import FakeCloud, ProgramRun, is_secret
 from infra.settings import InvalidConfig
-from tests.conftest import STACKS, RunStack, stack_yaml
+from tests.conftest import CI_COMMIT, ROOT, STACKS, RunStack, stack_yaml
 
 REPO = "aws:ecr/repository:Repository"
 IMAGE = "docker:index/image:Image"
@@ -32,26 +33,43 @@ def test_repository_scans_on_push_keeps_tags_immutable_and_encrypts(
     assert repo.protect is (stack == "prod")
 
 
-def test_lifecycle_keeps_the_last_tagged_images_and_expires_untagged(run_stack: RunStack) -> None:
-    run = run_stack("dev", overrides={"image": {"build": True, "tag": "abc123",
-                                                 "keepTaggedImages": 12}})  # fmt: skip
+def _rules(run: ProgramRun) -> dict[str, dict[str, Any]]:
     policy = run.one("aws:ecr/lifecyclePolicy:LifecyclePolicy")
     assert policy.inputs["repository"] == run.one(REPO).inputs["name"]
-    rules = {r["selection"]["tagStatus"]: r for r in json.loads(policy.inputs["policy"])["rules"]}
+    return {r["selection"]["tagStatus"]: r for r in json.loads(policy.inputs["policy"])["rules"]}
+
+
+def test_dev_lifecycle_keeps_the_last_tagged_builds_and_expires_untagged(
+    run_stack: RunStack,
+) -> None:
+    """Amazon ECR User Guide, "Lifecycle policy parameters": tagStatus, countType."""
+    rules = _rules(run_stack("dev", overrides={"image": {"build": True, "keepTaggedImages": 12}}))
     assert rules["untagged"]["selection"]["countType"] == "sinceImagePushed"
     assert rules["untagged"]["action"] == {"type": "expire"}
     tagged = rules["tagged"]["selection"]
     assert (tagged["countType"], tagged["countNumber"]) == ("imageCountMoreThan", 12)
 
 
-def test_dev_builds_and_pushes_with_ecr_token_credentials(run_stack: RunStack) -> None:
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_release_stacks_never_expire_a_tagged_image(run_stack: RunStack, stack: str) -> None:
+    """Amazon ECR User Guide, "Lifecycle policies": a rule expires what it selects, whatever
+    still runs it. The promoted releases a stack pins are tagged; only untagged ones expire."""
+    rules = _rules(run_stack(stack))
+    assert set(rules) == {"untagged"}
+    assert rules["untagged"]["selection"]["countNumber"] == 7
+
+
+def test_dev_builds_from_the_project_root_tagged_with_the_commit(run_stack: RunStack) -> None:
+    """pulumi/pulumi pkg/engine/project.go (getPwdMain): the program runs in infra/, so the
+    build context and Dockerfile are the project root's, relative to infra/."""
     cloud = FakeCloud()
     run = run_stack("dev", cloud=cloud)
     repo = run.one(REPO)
     image = run.one(IMAGE)
-    assert image.inputs["imageName"] == f"{repo.outputs['repositoryUrl']}:dev-local"
-    assert image.inputs["build"]["context"] == "app"
-    assert image.inputs["build"]["dockerfile"] == "app/Dockerfile"
+    assert image.inputs["imageName"] == f"{repo.outputs['repositoryUrl']}:{CI_COMMIT}"
+    assert image.inputs["build"]["context"] == "../app"
+    assert image.inputs["build"]["dockerfile"] == "../app/Dockerfile"
+    assert (ROOT / "infra" / "../app/Dockerfile").is_file()
     assert image.inputs["build"]["platform"] == "linux/amd64"
     registry = image.inputs["registry"]
     assert is_secret(registry)  # the password makes the whole registry block secret
@@ -61,6 +79,53 @@ def test_dev_builds_and_pushes_with_ecr_token_credentials(run_stack: RunStack) -
     assert run.outputs["imageReference"].startswith(f"{repo.outputs['repositoryUrl']}@sha256:")
     assert image.provider is not None
     assert "pulumi:providers:docker::docker" in image.provider
+
+
+@pytest.mark.parametrize(
+    ("tag", "shown"),
+    [(None, "(not set)"), ("dev-local", '"dev-local"'), ("latest", '"latest"'),
+     ("ABCDEF1", '"ABCDEF1"'), ("abc12", '"abc12"')],
+)  # fmt: skip
+def test_a_build_refuses_any_tag_but_a_commit_id(
+    run_stack: RunStack, monkeypatch: pytest.MonkeyPatch, tag: str | None, shown: str
+) -> None:
+    """Amazon ECR User Guide, "Image tag mutability": an immutable repository refuses a second
+    push of a tag, so a fixed tag fails the second build after any change."""
+    if tag is None:
+        monkeypatch.delenv("IMAGE_TAG")
+    else:
+        monkeypatch.setenv("IMAGE_TAG", tag)
+    with pytest.raises(InvalidConfig) as refused:
+        run_stack("dev", name="dev")
+    assert refused.value.lines == [
+        f"stack dev: env:IMAGE_TAG = {shown}: image.build tags each image with the commit it is "
+        "built from; allowed: a git commit id (7 to 40 lowercase hex digits), "
+        "e.g. IMAGE_TAG=$(git rev-parse HEAD)"
+    ]
+
+
+def test_a_stack_that_does_not_build_needs_no_tag(
+    run_stack: RunStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IMAGE_TAG")
+    assert run_stack("prod", name="prod").of_type(IMAGE) == []
+
+
+def test_dev_lets_only_the_promoting_accounts_pull(run_stack: RunStack) -> None:
+    """Amazon ECR User Guide, "Private repository policies": another account pulls only if the
+    repository policy grants it; pulling needs BatchGetImage and GetDownloadUrlForLayer."""
+    run = run_stack("dev")
+    policy = run.one("aws:ecr/repositoryPolicy:RepositoryPolicy")
+    assert policy.inputs["repository"] == run.one(REPO).inputs["name"]
+    [statement] = json.loads(policy.inputs["policy"])["Statement"]
+    assert statement["Principal"] == {
+        "AWS": ["arn:aws:iam::123456789012:root", "arn:aws:iam::210987654321:root"]
+    }
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == [
+        "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+    ]  # fmt: skip
+    assert run_stack("staging").of_type("aws:ecr/repositoryPolicy:RepositoryPolicy") == []
 
 
 def test_promoted_stacks_use_the_given_digest(run_stack: RunStack) -> None:
@@ -77,7 +142,6 @@ def test_promoted_stacks_use_the_given_digest(run_stack: RunStack) -> None:
         ({"reference": "registry.example.com/team/api:latest"}, "not latest or none"),
         ({"reference": "registry.example.com/team/api"}, "not latest or none"),
         ({"reference": "Not An Image"}, "analytics-platform:image.reference"),
-        ({"build": True}, "needs a tag"),
         ({}, "set build: true, or a reference"),
     ],
 )

@@ -10,7 +10,7 @@ import pytest
 
 from infra.mock_engine import FakeCloud, ProgramRun, ResourceRecord
 from infra.settings import InvalidConfig
-from tests.conftest import STACKS, RunStack, stack_yaml
+from tests.conftest import STACKS, RunStack, stack_account, stack_yaml
 
 DB = "aws:rds/instance:Instance"
 KEY = "aws:kms/key:Key"
@@ -131,7 +131,7 @@ def test_master_password_is_managed_by_rds_and_never_in_config_or_state(
     assert "password" not in db
     assert "passwordWo" not in db
     assert run.outputs["databaseMasterSecretArn"].startswith(
-        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-"
+        f"arn:aws:secretsmanager:eu-west-1:{stack_account(stack)}:secret:rds!db-"
     )
 
 

@@ -1,9 +1,11 @@
-"""The program imports as the Pulumi language host runs it.
+"""The program runs as the Pulumi language host runs it.
 
 The host calls `runpy.run_path("infra/")` inside `run_in_stack`, with infra/ first on sys.path
-and the repository root not on it. This test reproduces exactly that in a clean interpreter:
-the offline engine and the stack-file reader are loaded by file path, so that nothing of the
-`infra` package is imported before the program itself runs.
+and the repository root not on it, with infra/ (the `main` folder) as the working directory
+(pulumi/pulumi pkg/engine/project.go, `getPwdMain`) and `pulumi.get_root_directory()` the folder
+of Pulumi.yaml (pulumi/runtime/settings.py). This test reproduces exactly that in a clean
+interpreter: the offline engine and the stack-file reader are loaded by file path, so that
+nothing of the `infra` package is imported before the program itself runs.
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-from tests.conftest import ROOT
+import pytest
+
+from infra.mock_engine import project_root, run_program
+from tests.conftest import CI_COMMIT, ROOT
 
 SCRIPT = textwrap.dedent(
     """
@@ -35,9 +41,21 @@ SCRIPT = textwrap.dedent(
     assert "infra" not in sys.modules
     stack = stackfiles.load_stack_config(root, "dev")
     run = engine.run_program(stack.main_dir, stack.project, "dev", stack.config, stack.secret_keys)
+    builds = [r.inputs["build"] for r in run.resources if r.type == "docker:index/image:Image"]
+    # A provider resolves a relative path against the working directory the program ran in.
+    here = Path(run.working_directory)
     print(json.dumps({
         "types": sorted({r.type for r in run.resources}),
         "outputs": engine.mask_secrets(run.outputs),
+        "cwd": run.working_directory,
+        "root": run.root_directory,
+        "cwd_after": os.getcwd(),
+        "builds": [{
+            "context_is_dir": (here / b["context"]).is_dir(),
+            "dockerfile_is_file": (here / b["dockerfile"]).is_file(),
+            "dockerfile_in_context": Path(b["dockerfile"]).parent == Path(b["context"]),
+        } for b in builds],
+        "relative_app_from_main": (here / "app").exists(),
     }))
     """
 )
@@ -50,7 +68,7 @@ def test_program_runs_with_only_its_folder_on_sys_path(tmp_path) -> None:
         capture_output=True,
         text=True,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "PYTHONSAFEPATH": "1"},
+        env={"PATH": "/usr/bin:/bin", "PYTHONSAFEPATH": "1", "IMAGE_TAG": CI_COMMIT},
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -59,3 +77,21 @@ def test_program_runs_with_only_its_folder_on_sys_path(tmp_path) -> None:
     assert "analytics-platform:index:AnalyticsPlatform" in report["types"]
     assert report["outputs"]["environment"] == "dev"
     assert report["outputs"]["alertsTopicArn"].startswith("arn:aws:sns:eu-west-1:")
+    assert report["cwd"] == str(ROOT / "infra")
+    assert report["root"] == str(ROOT)
+    assert report["cwd_after"] == str(tmp_path)
+    # Every build path the dev preview hands pulumi-docker exists from the main folder, while
+    # the project-relative `app` the program used to give would have been infra/app.
+    assert report["builds"] == [
+        {"context_is_dir": True, "dockerfile_is_file": True, "dockerfile_in_context": True}
+    ]
+    assert report["relative_app_from_main"] is False
+
+
+def test_a_main_folder_outside_any_project_is_refused(tmp_path: Path) -> None:
+    """The CLI finds the project by its Pulumi.yaml; the root directory is that folder."""
+    (tmp_path / "infra").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no Pulumi\.yaml in"):
+        run_program(tmp_path / "infra", "analytics-platform", "dev", {})
+    (tmp_path / "Pulumi.yaml").write_text("name: analytics-platform\n")
+    assert project_root(tmp_path / "infra") == tmp_path

@@ -111,7 +111,7 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, Any], list[str], str, str]] = [
      "aws.allowedAccountIds", "must pin its AWS account"),
     ("nobody paged in staging", "staging", {"alerts": {"emails": []}}, ["alertsWebhookUrl"],
      "alerts.emails", "must page somebody"),
-    ("no cluster to talk to", "dev", {"kubernetes": {}}, [], "kubernetes.context",
+    ("no cluster to talk to", "dev", {"kubernetes": {}}, [], "kubernetes.clusterName",
      "ambient kubeconfig is never used"),
     ("provider namespace key", "dev", {"aws:region": "us-east-1"}, [], "aws:region",
      "configures its providers explicitly"),
@@ -191,7 +191,10 @@ def test_malformed_object_text_is_reported_once() -> None:
 
 
 def test_secrets_are_read_as_secret_outputs(run_stack: RunStack) -> None:
-    run = run_stack("prod", secrets={"alertsWebhookUrl": "https://hooks.example.com/x"})
+    run = run_stack(
+        "prod",
+        secrets={"alertsWebhookUrl": "https://hooks.example.com/x", "kubeconfig": "apiVersion: v1"},
+    )
     provider = run.one("pulumi:providers:kubernetes")
     assert is_secret(provider.inputs["kubeconfig"])
     webhook = run.one("aws:sns/topicSubscription:TopicSubscription", "alerts-webhook")

@@ -15,9 +15,17 @@ from infra.state_safety import (
     problems,
     read_snapshot,
     stateful_urns,
+    throwaway,
     unrecorded,
 )
-from tests.conftest import PROJECT, STACKS, preview_of_copy, renamed_database, unchanged_run
+from tests.conftest import (
+    PROJECT,
+    STACKS,
+    RunStack,
+    preview_of_copy,
+    renamed_database,
+    unchanged_run,
+)
 
 
 def _preview(stack: str) -> dict[str, Any]:
@@ -80,3 +88,32 @@ def test_updating_the_snapshot_is_a_deliberate_command(
     assert main(["--snapshot", str(snapshot)]) == 1
     assert "stack dev: old-alerts-key (aws:kms/key:Key) would be deleted" in capsys.readouterr().err
     assert stateful_urns({"resources": []}) == []
+
+
+def _throwaway(run_stack: RunStack, cluster: str) -> tuple[list[str], list[str]]:
+    """A stack `pr-123` copied from dev, as the README suggests, checked against the snapshot's
+    stacks."""
+    copy = run_stack("dev", name="pr-123", overrides={"kubernetes": {"clusterName": cluster}})
+    recorded = {stack: _preview(stack) for stack in STACKS}
+    return throwaway("pr-123", json.loads(json.dumps(copy.to_json())), recorded)
+
+
+def test_a_throwaway_stack_in_devs_cluster_is_refused_with_the_reason(run_stack: RunStack) -> None:
+    """Kubernetes docs, "Service" (type NodePort): a NodePort is allocated cluster-wide, and a
+    namespace name is unique in a cluster: a copy of dev in dev's cluster takes over dev's."""
+    notes, found = _throwaway(run_stack, "analytics-dev")
+    assert notes == []
+    assert found == [
+        "stack pr-123: a throwaway stack (not in stateful-urns.json) shares the Kubernetes "
+        "cluster analytics-dev with dev, whose namespaces, object names and NodePorts it would "
+        "take over; give it its own cluster (kubernetes.clusterName, README: Throwaway stacks), "
+        "or run `make state-snapshot` if it is a lasting stack"
+    ]
+
+
+def test_a_throwaway_stack_in_its_own_cluster_passes_with_a_note(run_stack: RunStack) -> None:
+    assert _throwaway(run_stack, "analytics-pr-123") == (
+        ["stack pr-123: a throwaway stack (not in stateful-urns.json) in its own cluster "
+         "analytics-pr-123: its URNs are not checked"],
+        [],
+    )  # fmt: skip

@@ -230,7 +230,7 @@ POLICIES = [
                   each_container(_seccomp), "Set seccomp_profile type RuntimeDefault on the pod."),
     resource_rule("k8s-image-pinned", CATEGORY, "Images are never `latest` or untagged.",
                   WORKLOADS, each_container(_pinned),
-                  "Use image.reference with a digest or a version tag, or build with image.tag."),
+                  "Use image.reference with a digest or a version tag, or build (IMAGE_TAG)."),
     resource_rule("k8s-image-digest", CATEGORY, "Images are pinned by digest.", WORKLOADS,
                   each_container(_digest), "Prefer registry/repo@sha256:... (image.build "
                   "exports the pushed digest).", level=ADVISORY),
