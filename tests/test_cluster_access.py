@@ -66,28 +66,20 @@ def test_the_kubernetes_provider_is_built_from_the_eks_cluster(
     assert kubeconfig["contexts"] == [{"name": arn, "context": {"cluster": arn, "user": arn}}]
 
 
-def test_get_token_runs_under_the_stacks_deploy_role_where_it_has_one(
-    run_stack: RunStack,
-) -> None:
-    role = stack_yaml("prod")["config"][f"{PROJECT}:aws"]["assumeRoleArn"]
-    exec_ = _kubeconfig(run_stack, "prod")["users"][0]["user"]["exec"]
+@pytest.mark.parametrize("stack", STACKS)
+def test_get_token_runs_under_the_callers_own_credentials(run_stack: RunStack, stack: str) -> None:
+    """No role from stack config: `aws eks get-token` runs as the operation's OIDC role (the
+    read-only one for preview and drift, the deploy role for up), never a role the stack names
+    (AWS CLI, `aws eks get-token`; EKS, "Grant IAM users access to Kubernetes with access
+    entries")."""
+    exec_ = _kubeconfig(run_stack, stack)["users"][0]["user"]["exec"]
     assert exec_ == {
         "apiVersion": "client.authentication.k8s.io/v1beta1",
         "command": "aws",
         "args": ["--region", "eu-west-1", "eks", "get-token", "--cluster-name",
-                 "analytics-prod", "--output", "json", "--role-arn", role],
+                 f"analytics-{stack}", "--output", "json"],
         "interactiveMode": "Never",
     }  # fmt: skip
-
-
-def test_get_token_uses_the_ambient_aws_credentials_without_a_deploy_role(
-    run_stack: RunStack,
-) -> None:
-    exec_ = _kubeconfig(run_stack, "dev")["users"][0]["user"]["exec"]
-    assert exec_["args"] == [
-        "--region", "eu-west-1", "eks", "get-token", "--cluster-name", "analytics-dev",
-        "--output", "json",
-    ]  # fmt: skip
 
 
 def test_the_secret_kubeconfig_still_wins_and_skips_the_cluster_lookup(

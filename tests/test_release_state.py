@@ -22,9 +22,10 @@ import yaml
 
 from infra import release
 from infra.mock_engine import ProgramRun, reveal_all, run_program
+from infra.settings import parse_settings
 from infra.stackfiles import load_stack_config
 from tests.conftest import PROJECT, ROOT
-from tests.release_fakes import FakeClock, FakeCluster
+from tests.release_fakes import PART_OF_TYPE, FakeClock, FakeCluster, fake_signer
 
 STACK, BRANCH, REPOSITORY = "prod", "main", "example-org/analytics-platform"
 RELEASED = (
@@ -51,43 +52,61 @@ def _git_env(home: Path) -> dict[str, str]:
 
 
 class CheckoutStack:
-    """StackBackend over the stack file of a checkout, written as `pulumi config set --path`
-    writes it; `up` applies the file's services to the fake cluster."""
+    """StackBackend over the stack file of a checkout, written as `pulumi config set --path
+    --type` writes it; `up` applies the file's services to the fake cluster as Pulumi would."""
 
     def __init__(self, work_dir: Path, cluster: FakeCluster) -> None:
         self.project, self.name = PROJECT, STACK
         self.work_dir, self.cluster = work_dir, cluster
-        self.cluster.apply(self._services()[0])
+        self._urns = [r.urn for r in _program_run(self.work_dir).resources]
+        settings = self._settings()
+        self.cluster.recommendation[settings.active_color] = settings.replicas
+        self.cluster.apply(settings, set(PART_OF_TYPE.values()))
 
     @property
     def _file(self) -> Path:
         return self.work_dir / f"Pulumi.{STACK}.yaml"
 
-    def _services(self) -> list[dict[str, Any]]:
-        return yaml.safe_load(self._file.read_text())["config"][f"{PROJECT}:services"]
+    def _settings(self) -> Any:
+        config, secret_keys = self.config()
+        return parse_settings(PROJECT, STACK, config, secret_keys).services[0]
 
     def config(self) -> tuple[dict[str, str], list[str]]:
         loaded = load_stack_config(self.work_dir, STACK)
         return dict(loaded.config), list(loaded.secret_keys)
 
-    def set_path(self, path: str, value: str) -> None:
+    def _edit(self, path: str, value: Any, remove: bool = False) -> None:
         document = yaml.safe_load(self._file.read_text())
         head, *rest = re.split(r"\.|\[(\d+)\]\.?", path)
         keys: list[Any] = [int(k) if k.isdigit() else k for k in rest if k]
         target = document["config"][f"{PROJECT}:{head}"]
         for key in keys[:-1]:
             target = target[key] if isinstance(key, int) else target.setdefault(key, {})
-        target[keys[-1]] = yaml.safe_load(value) if value in ("true", "false") else value
+        if remove:
+            target.pop(keys[-1])
+        else:
+            target[keys[-1]] = value
         self._file.write_text(yaml.safe_dump(document, sort_keys=False))
 
+    def set_path(self, path: str, value: str | int) -> None:
+        self._edit(path, value)
+
+    def remove_path(self, path: str) -> None:
+        self._edit(path, None, remove=True)
+
     def up(self, targets: Sequence[str] | None = None) -> None:
-        self.cluster.apply(self._services()[0])
+        kinds = {urn.split("::")[-2].split("$")[-1] for urn in (targets or self._urns)}
+        parts = {part for kind, part in PART_OF_TYPE.items() if kind in kinds}
+        self.cluster.apply(self._settings(), parts)
 
     def resource_urns(self) -> list[str]:
-        return [r.urn for r in _program_run(self.work_dir).resources]
+        return self._urns
+
+    def ready_replicas(self, urn: str) -> int:
+        return self.cluster.ready(urn.rsplit("-", 1)[1])
 
     def outputs(self) -> dict[str, Any]:
-        return {"apiEndpoint": self.cluster.url("active")}
+        return {"apiEndpoint": self.cluster.url("api")}
 
 
 def _program_run(checkout: Path) -> ProgramRun:
@@ -162,9 +181,9 @@ def test_a_released_color_and_image_survive_the_next_deploy_of_the_branch(
     git(other, "push", "--quiet", "origin", BRANCH)
 
     stack = CheckoutStack(runner, cluster)
-    options = {"backend": stack, "clock": FakeClock(), "log": lambda _line: None}
-    assert release.main(["deploy", "--stack", STACK, "--image", RELEASED,
-                         "--preview-url", cluster.url("preview")], **options) == 0  # fmt: skip
+    options = {"backend": stack, "clock": FakeClock(), "log": lambda _line: None,
+               "sign": fake_signer}  # fmt: skip
+    assert release.main(["deploy", "--stack", STACK, "--image", RELEASED], **options) == 0
     assert release.main(["promote", "--stack", STACK], **options) == 0
     assert cluster.active_color == "green"
 
@@ -183,6 +202,14 @@ def test_a_released_color_and_image_survive_the_next_deploy_of_the_branch(
     assert active["spec"]["selector"]["color"] == "green"
     green = reveal_all(run.one("kubernetes:apps/v1:Deployment", "analytics-api-green").inputs)
     assert [c["image"] for c in green["spec"]["template"]["spec"]["containers"]] == [RELEASED]
+    # What a later rollback from the workflow needs is on the branch too; the switch's
+    # temporary HPA floors are not.
+    [service] = yaml.safe_load((deploy / f"Pulumi.{STACK}.yaml").read_text())["config"][
+        f"{PROJECT}:services"
+    ]
+    assert service["previousColor"] == "blue"
+    assert "minReplicas" not in service["blue"]
+    assert "minReplicas" not in service["green"]
 
 
 def test_a_release_that_changed_nothing_commits_nothing(tmp_path: Path, origin: Path) -> None:

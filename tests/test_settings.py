@@ -10,8 +10,9 @@ import pytest
 
 from infra.mock_engine import FakeCloud, is_secret
 from infra.settings import InvalidConfig, StackSettings, parse_settings
+from infra.stackfiles import load_stack_config
 from infra.tiers import TIERS
-from tests.conftest import PROJECT, RunStack, stack_config
+from tests.conftest import PROJECT, RunStack, stack_yaml
 
 MINIMAL = {
     f"{PROJECT}:tags": '{"owner": "data", "costCenter": "cc-1"}',
@@ -119,7 +120,8 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, Any], list[str], str, str]] = [
      {"aws": {"region": "eu-west-1", "allowedAccountIds": ["123456789012"],
               "assumeRoleArn": "arn:aws:iam::123456789012:role/deploy"}}, [],
      "aws.assumeRoleArn", "unknown key; allowed keys here: region, allowedAccountIds"),
-    ("required secret not set", "prod", {}, ["kubeconfig"], "analytics-platform:kubeconfig = "
+    ("required secret not set", "prod", {"requiredSecrets": ["kubeconfig"]}, ["kubeconfig"],
+     "analytics-platform:kubeconfig = "
      "(not set)", "set it: pulumi config set --secret kubeconfig < kubeconfig.yaml"),
     ("unknown required secret", "dev", {"requiredSecrets": ["dbPassword"]}, [],
      "requiredSecrets[0]", "'alertsWebhookUrl' or 'kubeconfig'"),
@@ -201,8 +203,11 @@ def test_secrets_are_read_as_secret_outputs(run_stack: RunStack) -> None:
     assert is_secret(webhook.inputs["endpoint"])
 
 
-def test_required_secrets_get_offline_stand_ins_marked_secret() -> None:
-    config, secret_keys = stack_config("prod")
+def test_required_secrets_get_offline_stand_ins_marked_secret(project_copy: Any) -> None:
+    stack_file = stack_yaml("prod")
+    stack_file["config"][f"{PROJECT}:requiredSecrets"] = ["kubeconfig"]
+    loaded = load_stack_config(project_copy("prod", stack_file), "prod")
+    config, secret_keys = loaded.config, loaded.secret_keys
     assert f"{PROJECT}:kubeconfig" in secret_keys
     assert (
         config[f"{PROJECT}:kubeconfig"]
