@@ -18,8 +18,14 @@ import pulumi_aws as aws
 from infra.component import PlatformComponent, StackContext
 from infra.settings import ApiSettings, NetworkSettings
 
-LISTENER_PORT = 80
 READINESS_PATH = "/health/ready"
+# AWS's TLS 1.3 policy that still accepts TLS 1.2 clients (API Gateway private integrations).
+LISTENER_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+
+def listener_port(settings: ApiSettings) -> int:
+    """HTTPS on 443 when the hop is encrypted, else plain HTTP on 80 inside the VPC."""
+    return 443 if settings.load_balancer_tls else 80
 
 # One JSON object per request; field names follow the $context variables of HTTP APIs.
 ACCESS_LOG_FORMAT = {
@@ -97,11 +103,14 @@ class ApiGateway(PlatformComponent):
             tags=self.tags(Service=settings.service),
             opts=self.child_opts(),
         )
+        tls = settings.load_balancer_tls
         listener = aws.lb.Listener(
             name,
             load_balancer_arn=load_balancer.arn,
-            port=LISTENER_PORT,
-            protocol="HTTP",
+            port=listener_port(settings),
+            protocol="HTTPS" if tls else "HTTP",
+            certificate_arn=tls.certificate_arn if tls else None,
+            ssl_policy=LISTENER_TLS_POLICY if tls else None,
             default_actions=[
                 aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=target_group.arn)
             ],
@@ -148,6 +157,13 @@ class ApiGateway(PlatformComponent):
                 payload_format_version="1.0",
                 request_parameters=parameters,
                 timeout_milliseconds=29_000,
+                # With TLS to the listener, API Gateway sends this name (SNI) and verifies the
+                # listener's certificate against it.
+                tls_config=(
+                    aws.apigatewayv2.IntegrationTlsConfigArgs(server_name_to_verify=tls.server_name)
+                    if tls
+                    else None
+                ),
                 opts=self.child_opts(),
             )
             aws.apigatewayv2.Route(
@@ -231,16 +247,21 @@ class ApiGateway(PlatformComponent):
             )
         }
         link, lb = groups["vpc-link"], groups["lb"]
-        # (direction, rule, group it belongs to, the other side, port)
+        listener, nodes = listener_port(settings), settings.node_port
+        # (direction, rule, group it belongs to, the other side, port, description)
         rules = [
-            (aws.vpc.SecurityGroupEgressRule, "vpc-link-to-lb", link.id, lb.id, LISTENER_PORT),
-            (aws.vpc.SecurityGroupIngressRule, "lb-from-vpc-link", lb.id, link.id, LISTENER_PORT),
+            (aws.vpc.SecurityGroupEgressRule, "vpc-link-to-lb", link.id, lb.id, listener,
+             f"To the internal load balancer's listener (TCP {listener})"),
+            (aws.vpc.SecurityGroupIngressRule, "lb-from-vpc-link", lb.id, link.id, listener,
+             f"From the API gateway VPC link to the listener (TCP {listener})"),
             (aws.vpc.SecurityGroupEgressRule, "lb-to-nodes", lb.id,
-             network.cluster_node_security_group_id, settings.node_port),
+             network.cluster_node_security_group_id, nodes,
+             f"To the cluster nodes' NodePort of {settings.service} (TCP {nodes})"),
             (aws.vpc.SecurityGroupIngressRule, "nodes-from-lb",
-             network.cluster_node_security_group_id, lb.id, settings.node_port),
+             network.cluster_node_security_group_id, lb.id, nodes,
+             f"From the internal load balancer to the {settings.service} NodePort (TCP {nodes})"),
         ]  # fmt: skip
-        for rule_type, rule, group, peer, port in rules:
+        for rule_type, rule, group, peer, port, description in rules:
             rule_type(
                 f"{self.resource_name}-{rule}",
                 security_group_id=group,
@@ -248,6 +269,7 @@ class ApiGateway(PlatformComponent):
                 ip_protocol="tcp",
                 from_port=port,
                 to_port=port,
+                description=description,
                 tags=self.tags(),
                 opts=self.child_opts(),
             )
