@@ -27,6 +27,7 @@ def listener_port(settings: ApiSettings) -> int:
     """HTTPS on 443 when the hop is encrypted, else plain HTTP on 80 inside the VPC."""
     return 443 if settings.load_balancer_tls else 80
 
+
 # One JSON object per request; field names follow the $context variables of HTTP APIs.
 ACCESS_LOG_FORMAT = {
     "requestId": "$context.requestId",

@@ -521,4 +521,3 @@ class BlueGreenService(PlatformComponent):
                 ),
                 opts=opts,
             )
-

@@ -32,8 +32,9 @@ from infra.component import PlatformComponent, StackContext
 POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
 POD_IDENTITY_AGENT_IPS = ("169.254.170.23/32", "fd00:ec2::23/128")
 POD_IDENTITY_AGENT_PORT = 80
-POD_IDENTITY_TOKEN_VOLUME = "eks-pod-identity-token"
-POD_IDENTITY_TOKEN_DIR = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount"
+# Names and paths, not tokens:
+POD_IDENTITY_TOKEN_VOLUME = "eks-pod-identity-token"  # noqa: S105  # nosec B105
+POD_IDENTITY_TOKEN_DIR = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount"  # noqa: S105  # nosec B105
 POD_IDENTITY_TOKEN_SECONDS = 86400  # the kubelet renews it at 80 % of its life
 BOOTSTRAP_TIMEOUT_SECONDS = 600
 
@@ -275,8 +276,10 @@ class DatabaseAccess(PlatformComponent):
             }
         )
         job_name = pulumi.Output.all(env, image).apply(
-            lambda args: f"{self.service}-db-bootstrap-"
-            + hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:8]
+            lambda args: (
+                f"{self.service}-db-bootstrap-"
+                + hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:8]
+            )
         )
         return k8s.batch.v1.Job(
             f"{self.resource_name}-bootstrap",
@@ -303,11 +306,13 @@ class DatabaseAccess(PlatformComponent):
                                 image=image,
                                 command=["python", "/app/db_bootstrap.py"],
                                 env=env.apply(
-                                    lambda values: [
-                                        k8s.core.v1.EnvVarArgs(name=k, value=v)
-                                        for k, v in values.items()
-                                    ]
-                                    + pod_identity_env()
+                                    lambda values: (
+                                        [
+                                            k8s.core.v1.EnvVarArgs(name=k, value=v)
+                                            for k, v in values.items()
+                                        ]
+                                        + pod_identity_env()
+                                    )
                                 ),
                                 resources=k8s.core.v1.ResourceRequirementsArgs(
                                     requests={"cpu": "50m", "memory": "64Mi"},

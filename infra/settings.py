@@ -61,9 +61,7 @@ class KubernetesSettings(ConfigModel):
     # The EKS cluster's name (required): Pod Identity associations are made in it. It also
     # identifies the cluster to Pulumi, so that rotating credentials in the kubeconfig updates
     # the provider instead of replacing every Kubernetes object.
-    cluster_name: str | None = Field(
-        default=None, pattern=r"^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$"
-    )
+    cluster_name: str | None = Field(default=None, pattern=r"^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$")
     # The cluster's Kubernetes minor version; every object is checked against its schema.
     version: str = Field(default="1.34", pattern=r"^1\.(2[5-9]|3[0-7])$")
 
@@ -127,7 +125,9 @@ class SlackChannelSettings(ConfigModel):
     channel_id: str = Field(pattern=r"^[A-Za-z0-9]{1,255}$")
 
 
-Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+Uuid = Annotated[
+    str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+]
 
 
 class TeamsChannelSettings(ConfigModel):

@@ -255,7 +255,7 @@ def test_a_wrong_password_fails_readiness_without_a_crash(
 def test_iam_credentials_sign_a_fresh_rds_token_per_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """"Connecting to your DB instance using IAM authentication" (Amazon RDS User Guide): the
+    """ "Connecting to your DB instance using IAM authentication" (Amazon RDS User Guide): the
     password is a token from generate_db_auth_token for host, port, user and region, signed
     with the pod's credentials (EKS Pod Identity), valid 15 minutes: one per connection."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAOFFLINEEXAMPLE00")
@@ -292,7 +292,7 @@ def test_an_incomplete_credential_setting_is_a_clear_error(
 def test_bootstrap_creates_an_iam_only_least_privilege_role_and_can_run_again(
     postgres: dict[str, str],
 ) -> None:
-    """"Creating a database account using IAM authentication" (Amazon RDS User Guide):
+    """ "Creating a database account using IAM authentication" (Amazon RDS User Guide):
     `CREATE USER ...; GRANT rds_iam TO ...`. The Job runs on every spec change, so running it
     twice must change nothing; the role reads and writes data, owns nothing and creates nothing."""
     import psycopg

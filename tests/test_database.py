@@ -319,23 +319,24 @@ def test_an_instance_class_without_known_vcpus_and_memory_is_refused(run_stack: 
 def test_the_instance_waits_for_the_monitoring_policy_not_only_the_role(
     run_stack: RunStack, stack: str
 ) -> None:
-    """"Setting up and enabling Enhanced Monitoring" (Amazon RDS User Guide): RDS checks the
+    """ "Setting up and enabling Enhanced Monitoring" (Amazon RDS User Guide): RDS checks the
     monitoring role's permissions (AmazonRDSEnhancedMonitoringRole) when the instance is
     created; a role whose policy is not attached yet fails the first `pulumi up`."""
     run = run_stack(stack)
     attachment = run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "database-monitoring")
     record = run.one(DB, "database")
     assert attachment.urn in record.dependencies
-    assert record.inputs["monitoringRoleArn"] == run.one(
-        "aws:iam/role:Role", "database-monitoring"
-    ).outputs["arn"]
+    assert (
+        record.inputs["monitoringRoleArn"]
+        == run.one("aws:iam/role:Role", "database-monitoring").outputs["arn"]
+    )
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
 def test_each_instance_gets_a_final_snapshot_name_of_its_own(
     run_stack: RunStack, stack: str
 ) -> None:
-    """"DeleteDBInstance" (Amazon RDS API Reference): FinalDBSnapshotIdentifier must not name an
+    """ "DeleteDBInstance" (Amazon RDS API Reference): FinalDBSnapshotIdentifier must not name an
     existing snapshot, else DBSnapshotAlreadyExists; the snapshot outlives the instance, so a
     fixed name fails the second destroy. The suffix is a RandomId created with the instance and
     destroyed with it: a recreated instance gets a new one, as terraform-aws-modules/rds does
@@ -344,10 +345,12 @@ def test_each_instance_gets_a_final_snapshot_name_of_its_own(
     run = run_stack(stack)
     suffix = run.one("random:index/randomId:RandomId", "database-final-snapshot")
     assert suffix.inputs["byteLength"] == 4
-    assert suffix.provider is not None and "pulumi:providers:random" in suffix.provider
+    assert suffix.provider is not None
+    assert "pulumi:providers:random" in suffix.provider
     name = _db(run)["finalSnapshotIdentifier"]
     assert name == f"analytics-platform-{stack}-database-final-{suffix.outputs['hex']}"
-    assert re.fullmatch(r"[a-z][a-z0-9-]{0,254}", name) and "--" not in name
+    assert re.fullmatch(r"[a-z][a-z0-9-]{0,254}", name)
+    assert "--" not in name
     # The name is computed from the suffix, so the instance waits for it.
     assert suffix.urn in run.one(DB, "database").dependencies
 
@@ -363,7 +366,7 @@ def test_dev_without_a_final_snapshot_needs_no_random_suffix(run_stack: RunStack
 def test_staging_and_prod_databases_have_deletion_protection(
     run_stack: RunStack, stack: str, protected: bool
 ) -> None:
-    """"Deleting a DB instance" (Amazon RDS User Guide): with deletion protection on, RDS
+    """ "Deleting a DB instance" (Amazon RDS User Guide): with deletion protection on, RDS
     refuses DeleteDBInstance until it is turned off; staging's weeks of test data get it from
     the tier table, as prod does."""
     assert _db(run_stack(stack))["deletionProtection"] is protected

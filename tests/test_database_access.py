@@ -31,7 +31,7 @@ def _statements(run: ProgramRun, purpose: str) -> list[dict[str, Any]]:
 def test_pods_assume_a_role_that_may_only_connect_as_their_database_user(
     run_stack: RunStack, stack: str
 ) -> None:
-    """"Creating and using an IAM policy for IAM database access" (Amazon RDS User Guide):
+    """ "Creating and using an IAM policy for IAM database access" (Amazon RDS User Guide):
     rds-db:connect on arn:<partition>:rds-db:<region>:<account>:dbuser:<DbiResourceId>/<user>.
     "Create an IAM role for EKS Pod Identity": the role trusts pods.eks.amazonaws.com for
     sts:AssumeRole and sts:TagSession, and an association binds it to one ServiceAccount."""
@@ -63,7 +63,7 @@ def test_pods_assume_a_role_that_may_only_connect_as_their_database_user(
 def test_pods_mount_the_pod_identity_token_but_no_kubernetes_api_token(
     run_stack: RunStack,
 ) -> None:
-    """"Understand how EKS Pod Identity works" (Amazon EKS User Guide): the SDK's container
+    """ "Understand how EKS Pod Identity works" (Amazon EKS User Guide): the SDK's container
     credential provider reads AWS_CONTAINER_CREDENTIALS_FULL_URI (the node's agent) and
     AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, a projected ServiceAccount token with the audience
     pods.eks.amazonaws.com. The pods project that token themselves (the EKS webhook leaves a pod
@@ -81,20 +81,22 @@ def test_pods_mount_the_pod_identity_token_but_no_kubernetes_api_token(
         ]  # fmt: skip
         [container] = pod["containers"]
         mount = next(m for m in container["volumeMounts"] if m["name"] == token["name"])
-        assert mount == {"name": "eks-pod-identity-token", "readOnly": True,
-                         "mountPath": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount"}
+        assert mount == {
+            "name": "eks-pod-identity-token",
+            "readOnly": True,
+            "mountPath": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount",
+        }
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == "http://169.254.170.23/v1/credentials"
-        assert env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] == (
-            "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token"
-        )
+        token_file = env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"]
+        assert token_file == f"{mount['mountPath']}/eks-pod-identity-token"
     for account in run.of_type("kubernetes:core/v1:ServiceAccount"):
         assert account.inputs["automountServiceAccountToken"] is False
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_only_the_bootstrap_job_may_read_the_master_secret(run_stack: RunStack, stack: str) -> None:
-    """"Password management with Amazon RDS and AWS Secrets Manager": the master secret is
+    """ "Password management with Amazon RDS and AWS Secrets Manager": the master secret is
     encrypted with the database's key, so reading it takes secretsmanager:GetSecretValue on it
     and kms:Decrypt through Secrets Manager ("How AWS Secrets Manager uses AWS KMS",
     kms:ViaService). Only the Job's own role gets either; the pods' role can only connect."""
@@ -119,7 +121,7 @@ def test_only_the_bootstrap_job_may_read_the_master_secret(run_stack: RunStack, 
 def test_the_bootstrap_job_reads_the_secret_at_run_time_and_is_hardened(
     run_stack: RunStack,
 ) -> None:
-    """"Creating a database account using IAM authentication" (Amazon RDS User Guide): the role
+    """ "Creating a database account using IAM authentication" (Amazon RDS User Guide): the role
     is `CREATE USER ...; GRANT rds_iam TO ...`, run by app/db_bootstrap.py as the master user.
     The Job gets the secret's ARN, never its value; it runs under the Deployments' hardening
     (Pod Security Standards "restricted"); Pulumi waits for it to complete
@@ -163,7 +165,7 @@ def test_deployments_roll_only_after_the_role_and_its_pod_identity_exist(
 
 
 def test_the_job_runs_again_when_what_it_does_changes_and_only_then(run_stack: RunStack) -> None:
-    """"Jobs" (kubernetes.io): a Job's pod template is immutable and a completed Job never runs
+    """ "Jobs" (kubernetes.io): a Job's pod template is immutable and a completed Job never runs
     again. The name carries a hash of the Job's image and settings: a new image or database is
     a new Job (Pulumi replaces it and runs it), an unrelated change keeps the same one."""
     base = run_stack("staging").one(JOB).inputs["metadata"]["name"]

@@ -64,7 +64,7 @@ def test_every_kubernetes_object_matches_the_cluster_schema(
             run_stack(stack, overrides={"services": services, "monitoring": prometheus})
         )
     kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "Service", "Ingress", "TargetGroupBinding", "Secret",
+    assert {"Deployment", "Service", "Ingress", "TargetGroupBinding", "Job", "ServiceAccount",
             "ServiceMonitor"} <= kinds  # fmt: skip
     for manifest in objects:
         check(manifest, version)

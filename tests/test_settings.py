@@ -171,8 +171,11 @@ def test_invalid_config_is_a_run_error_so_pulumi_prints_no_traceback() -> None:
 
 
 def test_a_plaintext_secret_is_refused_without_echoing_it() -> None:
-    values = {**MINIMAL, f"{PROJECT}:environment": "dev",
-              f"{PROJECT}:alertsPagingEndpoint": "https://events.pagerduty.com/hunter2"}  # fmt: skip
+    values = {
+        **MINIMAL,
+        f"{PROJECT}:environment": "dev",
+        f"{PROJECT}:alertsPagingEndpoint": "https://events.pagerduty.com/k/hunter2",
+    }
     with pytest.raises(InvalidConfig) as caught:
         parse_settings(PROJECT, "dev", values, [])
     assert "must be a secret" in str(caught.value)
