@@ -66,7 +66,8 @@ def chatbot_trust_policy() -> str:
 
 
 def topic_policy(topic_arn: str, account_id: str, partition: str, region: str) -> str:
-    """Only CloudWatch alarms of this account, and principals of this account, may publish."""
+    """Only CloudWatch alarms and RDS event subscriptions of this account, and principals of this
+    account, may publish."""
     statements: list[dict[str, Any]] = [
         {
             "Sid": "AllowCloudWatchAlarmsOfThisAccount",
@@ -78,6 +79,17 @@ def topic_policy(topic_arn: str, account_id: str, partition: str, region: str) -
                 "ArnLike": {
                     "aws:SourceArn": f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:*"
                 },
+                "StringEquals": {"aws:SourceAccount": account_id},
+            },
+        },
+        {
+            "Sid": "AllowRdsEventSubscriptionsOfThisAccount",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.rds.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": topic_arn,
+            "Condition": {
+                "ArnLike": {"aws:SourceArn": f"arn:{partition}:rds:{region}:{account_id}:es:*"},
                 "StringEquals": {"aws:SourceAccount": account_id},
             },
         },
@@ -121,14 +133,17 @@ class Alerts(PlatformComponent):
     ) -> None:
         super().__init__("alerts:Alerts", name, ctx, opts)
 
-        # CloudWatch must be able to use the key: without this grant, alarm notifications to an
-        # encrypted topic are dropped without any error. Subscribers (Chatbot, email, HTTPS) need
-        # no grant: SNS decrypts a message itself before it delivers it.
+        # The publishers (CloudWatch alarms, RDS events) must be able to use the key: without a
+        # grant, their notifications to an encrypted topic are dropped without any error.
+        # Subscribers (Chatbot, email, HTTPS) need none: SNS decrypts before it delivers.
         key = create_key(
             self,
             description=f"Alerts topic of {ctx.project}/{ctx.stack}",
             account=account,
-            grants=[ServiceGrant("AllowCloudWatchAlarmsToUseKey", "cloudwatch.amazonaws.com")],
+            grants=[
+                ServiceGrant("AllowCloudWatchAlarmsToUseKey", "cloudwatch.amazonaws.com"),
+                ServiceGrant("AllowRdsEventsToUseKey", "events.rds.amazonaws.com"),
+            ],
         )
         topic = aws.sns.Topic(
             f"{name}-topic",

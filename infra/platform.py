@@ -109,6 +109,7 @@ class AnalyticsPlatform(PlatformComponent):
                 identifier=self.database.identifier,
                 instance_class=INSTANCE_CLASSES[config.database.instance_class],
                 allocated_storage_gb=config.database.allocated_storage_gb,
+                max_allocated_storage_gb=config.database.max_allocated_storage_gb,
                 performance_insights=config.database.performance_insights,
             ),
             api=WatchedApi(

@@ -70,7 +70,13 @@ def test_topic_policy_lets_only_cloudwatch_and_this_account_publish(run_stack: R
     allows = [s for s in statements.values() if s["Effect"] == "Allow"]
     assert {json.dumps(s["Principal"], sort_keys=True) for s in allows} == {
         json.dumps({"Service": "cloudwatch.amazonaws.com"}),
+        json.dumps({"Service": "events.rds.amazonaws.com"}),
         json.dumps({"AWS": f"arn:aws:iam::{FAKE_ACCOUNT_ID}:root"}),
+    }
+    rds_events = statements["AllowRdsEventSubscriptionsOfThisAccount"]
+    assert rds_events["Condition"] == {
+        "ArnLike": {"aws:SourceArn": f"arn:aws:rds:eu-west-1:{FAKE_ACCOUNT_ID}:es:*"},
+        "StringEquals": {"aws:SourceAccount": FAKE_ACCOUNT_ID},
     }
     for statement in allows:
         assert statement["Action"] == "sns:Publish"
@@ -260,13 +266,22 @@ def test_without_chat_channels_there_is_no_chatbot_role(run_stack: RunStack) -> 
 def test_only_the_publisher_needs_the_topic_key(run_stack: RunStack, stack: str) -> None:
     """ "Encryption at rest" (Amazon SNS Developer Guide): SNS decrypts a message itself just
     before delivering it, so subscribers (Chatbot, email, HTTPS) need no key grant; the
-    publisher does (CloudWatch: kms:GenerateDataKey* and kms:Decrypt), else alarms are dropped
-    silently ("Why didn't I receive an SNS notification for my CloudWatch alarm trigger?")."""
+    publishers do (CloudWatch alarms, RDS event subscriptions: kms:GenerateDataKey* and
+    kms:Decrypt), else their notifications are dropped silently ("Why didn't I receive an SNS
+    notification for my CloudWatch alarm trigger?"; RDS: "Subscribing to Amazon RDS event
+    notification", encrypted topics)."""
     statements = _statements(run_stack(stack).one(KEY, "alerts-key").inputs["policy"])
     services = {
         json.dumps(s["Principal"]) for s in statements.values() if "Service" in s["Principal"]
     }
-    assert services == {json.dumps({"Service": "cloudwatch.amazonaws.com"})}
+    assert services == {
+        json.dumps({"Service": "cloudwatch.amazonaws.com"}),
+        json.dumps({"Service": "events.rds.amazonaws.com"}),
+    }
+    assert set(statements["AllowRdsEventsToUseKey"]["Action"]) == {
+        "kms:Decrypt",
+        "kms:GenerateDataKey*",
+    }
 
 
 @pytest.mark.parametrize(

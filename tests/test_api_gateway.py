@@ -187,7 +187,7 @@ PROD_TLS = stack_yaml("prod")["config"]["analytics-platform:api"]["loadBalancerT
 
 
 def test_prod_encrypts_the_hop_from_the_vpc_link_to_the_load_balancer(run_stack: RunStack) -> None:
-    """"Create an HTTPS listener for your Application Load Balancer" (ELB User Guide): port 443,
+    """ "Create an HTTPS listener for your Application Load Balancer" (ELB User Guide): port 443,
     a certificate, and a security policy; ELBSecurityPolicy-TLS13-1-2-2021-06 is AWS's
     recommended TLS 1.3 + 1.2 policy. "Working with private integrations for HTTP APIs" (API
     Gateway Developer Guide): with tlsConfig.serverNameToVerify, API Gateway connects to the
@@ -237,7 +237,7 @@ def test_prod_requires_the_load_balancer_certificate(run_stack: RunStack) -> Non
 def test_the_certificate_must_be_an_acm_certificate_of_the_stacks_region(
     run_stack: RunStack, arn: str, says: str
 ) -> None:
-    """"Requirements for ACM certificates" / ELB: a listener can use only an ACM certificate of
+    """ "Requirements for ACM certificates" / ELB: a listener can use only an ACM certificate of
     its own region."""
     tls = {**PROD_TLS, "certificateArn": arn}
     with pytest.raises(InvalidConfig) as caught:
@@ -249,7 +249,7 @@ def test_the_certificate_must_be_an_acm_certificate_of_the_stacks_region(
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_security_group_rule_has_a_description(run_stack: RunStack, stack: str) -> None:
-    """"Security group rules" (Amazon VPC User Guide): a rule's description says why it exists;
+    """ "Security group rules" (Amazon VPC User Guide): a rule's description says why it exists;
     AWS Config / Security Hub checks and scanners (e.g. Checkov CKV_AWS_23) flag rules without."""
     run = run_stack(stack)
     rules = run.of_type(INGRESS) + run.of_type(EGRESS)
