@@ -37,11 +37,9 @@ def role_statements(role: str, database: str) -> list[Any]:
             "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {}) THEN "
             "CREATE ROLE {} LOGIN; END IF; END $$"
         ).format(sql.Literal(role), name),
-        # No password at all: IAM tokens only, and nothing a role could hand on.
-        sql.SQL(
-            "ALTER ROLE {} LOGIN PASSWORD NULL NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-            "NOBYPASSRLS"
-        ).format(name),
+        # No password at all: IAM tokens only. SUPERUSER, REPLICATION and BYPASSRLS are off
+        # from CREATE ROLE and only a superuser may name them, which RDS's master user is not.
+        sql.SQL("ALTER ROLE {} LOGIN PASSWORD NULL NOCREATEDB NOCREATEROLE").format(name),
         sql.SQL("GRANT rds_iam TO {}").format(name),
         sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, name),
         sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(name),

@@ -62,7 +62,7 @@ def test_topic_is_encrypted_with_the_alerts_key(run_stack: RunStack, stack: str)
 
 
 def test_topic_policy_lets_only_cloudwatch_and_this_account_publish(run_stack: RunStack) -> None:
-    """"Amazon SNS security best practices" (least privilege; enforce encryption in transit
+    """ "Amazon SNS security best practices" (least privilege; enforce encryption in transit
     with aws:SecureTransport) and "Example cases for Amazon SNS access control" (service
     principals limited by aws:SourceArn / aws:SourceAccount): every Allow carries a condition,
     the same-account one included, which scanners flag when bare."""

@@ -293,36 +293,50 @@ def test_bootstrap_creates_an_iam_only_least_privilege_role_and_can_run_again(
     postgres: dict[str, str],
 ) -> None:
     """ "Creating a database account using IAM authentication" (Amazon RDS User Guide):
-    `CREATE USER ...; GRANT rds_iam TO ...`. The Job runs on every spec change, so running it
-    twice must change nothing; the role reads and writes data, owns nothing and creates nothing."""
+    `CREATE USER ...; GRANT rds_iam TO ...`, run by the master user. On RDS that user is not a
+    superuser ("Master user account privileges": rds_superuser, CREATEROLE, CREATEDB), so the
+    test runs the bootstrap as such a role, owner of its database, as RDS creates it. The Job
+    runs on every spec change, so a second run must change nothing; the role reads and writes
+    data, owns nothing and creates nothing."""
     import psycopg
 
     with _admin(postgres) as admin:
-        if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = 'app_boot'").fetchone():
-            admin.execute("DROP OWNED BY app_boot CASCADE")
-        admin.execute("DROP ROLE IF EXISTS app_boot")
-        # RDS has this role built in; the test server needs it made.
+        admin.execute("DROP DATABASE IF EXISTS boot_db")
+        for role in ("app_boot", "boot_master"):
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+        # RDS has these built in: the IAM login role and a master user that is no superuser.
         if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = 'rds_iam'").fetchone():
             admin.execute("CREATE ROLE rds_iam")
-        admin.execute("CREATE TABLE IF NOT EXISTS before_boot (id int)")
+        admin.execute("CREATE ROLE boot_master LOGIN CREATEROLE CREATEDB")
+        admin.execute("GRANT rds_iam TO boot_master WITH ADMIN OPTION")
+        admin.execute("CREATE DATABASE boot_db OWNER boot_master")
 
     def connect() -> psycopg.Connection[Any]:
-        return _admin(postgres)
+        return psycopg.connect(host=postgres["DB_HOST"], dbname="boot_db", user="boot_master",
+                               autocommit=True)  # fmt: skip
 
-    db_bootstrap.bootstrap(connect, ["app_boot"], "postgres")
-    db_bootstrap.bootstrap(connect, ["app_boot"], "postgres")
-    with _admin(postgres) as admin:
-        admin.execute("CREATE TABLE IF NOT EXISTS after_boot (id serial)")
-        row = admin.execute(
-            "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolpassword IS NULL, "
+    with connect() as master:
+        master.execute("CREATE TABLE before_boot (id int)")
+    db_bootstrap.bootstrap(connect, ["app_boot"], "boot_db")
+    db_bootstrap.bootstrap(connect, ["app_boot"], "boot_db")
+    with connect() as master:
+        master.execute("CREATE TABLE after_boot (id serial)")
+        row = master.execute(
+            "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolbypassrls, "
             "pg_has_role('app_boot', 'rds_iam', 'MEMBER'), "
             "has_table_privilege('app_boot', 'before_boot', 'SELECT, INSERT, UPDATE, DELETE'), "
             "has_table_privilege('app_boot', 'after_boot', 'SELECT, INSERT, UPDATE, DELETE'), "
+            "has_sequence_privilege('app_boot', 'after_boot_id_seq', 'USAGE'), "
             "has_table_privilege('app_boot', 'after_boot', 'TRUNCATE'), "
             "has_schema_privilege('app_boot', 'public', 'CREATE') "
-            "FROM pg_authid WHERE rolname = 'app_boot'"
+            "FROM pg_roles WHERE rolname = 'app_boot'"
         ).fetchone()
-    assert row == (True, False, False, False, True, True, True, True, False, False)
+    assert row == (True, False, False, False, False, True, True, True, True, False, False)
+    with _admin(postgres) as admin:
+        password = admin.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'app_boot'"
+        ).fetchone()
+    assert password == (None,)  # IAM tokens only
 
 
 def test_bootstrap_refuses_a_role_name_it_cannot_quote_safely() -> None:
