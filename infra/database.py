@@ -52,6 +52,8 @@ class Database(PlatformComponent):
     key_arn: pulumi.Output[str]
     security_group_id: pulumi.Output[str]
     identifier: str
+    # The same name, known once the instance exists: for what must wait for it.
+    instance_identifier: pulumi.Output[str]
 
     def __init__(
         self,
@@ -201,6 +203,7 @@ class Database(PlatformComponent):
             lambda secrets: (secrets[0].secret_arn or "") if secrets else ""
         )
         self.resource_id = instance.resource_id
+        self.instance_identifier = instance.identifier
         self.key_arn = key.arn
         self.security_group_id = security_group.id
         self.finish(

@@ -89,6 +89,9 @@ class WatchedDatabase:
     allocated_storage_gb: int
     # Storage autoscaling's ceiling.
     max_allocated_storage_gb: int
+    # The identifier as the created instance reports it: RDS refuses an event subscription to
+    # a source that does not exist yet (SourceNotFound).
+    instance_identifier: pulumi.Input[str]
     # DBLoad is published only while Performance Insights is on.
     performance_insights: bool
 
@@ -441,7 +444,7 @@ class Monitoring(PlatformComponent):
             name=self.physical_name("database-storage", max_length=255),
             sns_topic=self._topic_arn,
             source_type="db-instance",
-            source_ids=[database.identifier],
+            source_ids=[database.instance_identifier],
             event_categories=list(STORAGE_EVENT_CATEGORIES),
             tags=self.tags(),
             opts=self.child_opts(),

@@ -110,6 +110,7 @@ class AnalyticsPlatform(PlatformComponent):
                 instance_class=INSTANCE_CLASSES[config.database.instance_class],
                 allocated_storage_gb=config.database.allocated_storage_gb,
                 max_allocated_storage_gb=config.database.max_allocated_storage_gb,
+                instance_identifier=self.database.instance_identifier,
                 performance_insights=config.database.performance_insights,
             ),
             api=WatchedApi(

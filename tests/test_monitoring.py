@@ -391,7 +391,10 @@ def test_storage_nearing_the_autoscaling_ceiling_pages_through_rds_events(
     [subscription] = run.of_type("aws:rds/eventSubscription:EventSubscription")
     assert subscription.inputs["snsTopic"] == run.outputs["alertsTopicArn"]
     assert subscription.inputs["sourceType"] == "db-instance"
-    assert subscription.inputs["sourceIds"] == [run.one("aws:rds/instance:Instance").id]
+    instance = run.one("aws:rds/instance:Instance")
+    assert subscription.inputs["sourceIds"] == [instance.id]
+    # RDS refuses a subscription to a source that does not exist yet (SourceNotFound).
+    assert instance.urn in subscription.dependencies
     assert subscription.inputs["eventCategories"] == ["low storage"]
     db = run.one("aws:rds/instance:Instance").inputs
     [alarm] = [a for a in run.of_type(ALARM) if a.name == "monitoring-database-free-storage"]
