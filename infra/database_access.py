@@ -290,6 +290,8 @@ class DatabaseAccess(PlatformComponent):
                 # A Job that failed is run again by the next `pulumi up`, not waited on.
                 annotations={"pulumi.com/replaceUnready": "true"},
             ),
+            # No ttlSecondsAfterFinished: a finished Job stays, else the TTL controller deletes
+            # it and the next `pulumi up` (after a refresh) would create and run it again.
             spec=k8s.batch.v1.JobSpecArgs(
                 backoff_limit=3,
                 active_deadline_seconds=BOOTSTRAP_TIMEOUT_SECONDS,
