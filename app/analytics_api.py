@@ -13,6 +13,11 @@
 Every response carries X-Color and X-Version, so a release can check which color answered.
 On SIGTERM it reports not-ready at once, keeps serving for DRAIN_SECONDS (load balancers and
 kube-proxy stop sending meanwhile), then closes.
+
+Database credentials are never a deploy-time copy. `DB_AUTH=iam` signs an RDS IAM token for each
+new connection with the pod's own AWS credentials (EKS Pod Identity); `DB_AUTH=password-file`
+reads a mounted file, which a secret sync refreshes. A connection that fails is retried once with
+fresh credentials, so a rotated password or an expired token costs at most one failed attempt.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -49,10 +55,13 @@ class Config:
     db_port: int = 5432
     db_name: str = "postgres"
     db_user: str | None = None
-    db_password: str | None = field(default=None, repr=False)
+    # none (the server's own auth, e.g. a local socket), iam, or password-file
+    db_auth: str = "none"
+    db_password_file: str | None = None
     db_sslmode: str = "require"
     ready_check_interval_seconds: float = 5.0
     ready_max_age_seconds: float = 30.0
+    aws_region: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -66,10 +75,12 @@ class Config:
             db_port=int(env.get("DB_PORT", "5432")),
             db_name=env.get("DB_NAME", "postgres"),
             db_user=env.get("DB_USER") or None,
-            db_password=env.get("DB_PASSWORD") or None,
+            db_auth=env.get("DB_AUTH", "none"),
+            db_password_file=env.get("DB_PASSWORD_FILE") or None,
             db_sslmode=env.get("DB_SSLMODE", "require"),
             ready_check_interval_seconds=float(env.get("READY_CHECK_INTERVAL_SECONDS", "5")),
             ready_max_age_seconds=float(env.get("READY_MAX_AGE_SECONDS", "30")),
+            aws_region=env.get("AWS_REGION") or None,
         )
 
 
@@ -120,8 +131,141 @@ class CachedCheck:
         return self._result
 
 
+class Credentials(Protocol):
+    """Where a connection's password comes from."""
+
+    def password(self) -> str | None: ...
+
+    def invalidate(self) -> None:
+        """Called after a refused connection: the next password() must be fresh."""
+        ...
+
+
+class NoPassword:
+    """The server's own authentication, e.g. a local socket."""
+
+    def password(self) -> str | None:
+        return None
+
+    def invalidate(self) -> None:
+        return None
+
+
+@dataclass
+class PasswordFile:
+    """A mounted secret file. Kubernetes refreshes the file, so it is re-read after a failure."""
+
+    path: Path
+    _cached: str | None = field(default=None, repr=False)
+
+    def password(self) -> str | None:
+        if self._cached is None:
+            self._cached = self.path.read_text().strip()
+        return self._cached
+
+    def invalidate(self) -> None:
+        self._cached = None
+
+
+@dataclass(frozen=True)
+class IamAuthToken:
+    """An RDS IAM authentication token, signed locally for each connection (valid 15 minutes)
+    with the pod's AWS credentials, which EKS Pod Identity provides and renews."""
+
+    host: str
+    port: int
+    user: str
+    region: str
+
+    def password(self) -> str | None:
+        import boto3  # only pods that use IAM authentication need it
+
+        client = boto3.client("rds", region_name=self.region)
+        return str(
+            client.generate_db_auth_token(
+                DBHostname=self.host, Port=self.port, DBUsername=self.user, Region=self.region
+            )
+        )
+
+    def invalidate(self) -> None:
+        return None  # every password() is a new token already
+
+
+def credentials_for(config: Config) -> Credentials:
+    if config.db_auth == "iam":
+        if not (config.db_host and config.db_user and config.aws_region):
+            raise ValueError("DB_AUTH=iam needs DB_HOST, DB_USER and AWS_REGION")
+        return IamAuthToken(config.db_host, config.db_port, config.db_user, config.aws_region)
+    if config.db_auth == "password-file":
+        if not config.db_password_file:
+            raise ValueError("DB_AUTH=password-file needs DB_PASSWORD_FILE")
+        return PasswordFile(Path(config.db_password_file))
+    if config.db_auth == "none":
+        return NoPassword()
+    raise ValueError(f"DB_AUTH={config.db_auth}: allowed: iam, password-file, none")
+
+
+class DatabaseClient:
+    """One long-lived connection, replaced with fresh credentials when it fails."""
+
+    def __init__(self, config: Config, credentials: Credentials, failures: Counter) -> None:
+        self.config = config
+        self.credentials = credentials
+        self.failures = failures
+        self._connection: Any = None
+        self._lock = threading.Lock()
+
+    def ping(self) -> tuple[bool, str]:
+        import psycopg  # imported here: the app runs without a database too
+
+        with self._lock:
+            error: Exception | None = None
+            # A dropped connection (restart, failover, terminated backend) gets one new try.
+            for _attempt in range(2):
+                try:
+                    self._connected().execute("SELECT 1")
+                    return True, "database reachable"
+                except psycopg.Error as exc:
+                    self._close()
+                    error = exc
+            return False, f"database unreachable: {type(error).__name__}"
+
+    def _connected(self) -> Any:
+        import psycopg
+
+        if self._connection is None or self._connection.closed:
+            try:
+                self._connection = self._connect()
+            except psycopg.OperationalError:
+                # A rotated password or an expired token: count it, then retry once with
+                # credentials fetched afresh.
+                self.failures.inc()
+                self.credentials.invalidate()
+                self._connection = self._connect()
+        return self._connection
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            host=self.config.db_host,
+            port=self.config.db_port,
+            dbname=self.config.db_name,
+            user=self.config.db_user,
+            password=self.credentials.password(),
+            sslmode=self.config.db_sslmode,
+            connect_timeout=2,
+            autocommit=True,
+        )
+
+    def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
 class App:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, credentials: Credentials | None = None) -> None:
         self.config = config
         self.draining = threading.Event()
         self.registry = CollectorRegistry()
@@ -130,6 +274,18 @@ class App:
         )
         self.latency = Histogram(
             "http_request_duration_seconds", "Request latency", ["path"], registry=self.registry
+        )
+        self.db_connection_failures = Counter(
+            "db_connection_failures",
+            "Database connections refused; each is retried once with fresh credentials",
+            registry=self.registry,
+        )
+        self.database = (
+            DatabaseClient(
+                config, credentials or credentials_for(config), self.db_connection_failures
+            )
+            if config.db_host
+            else None
         )
         self.readiness = CachedCheck(
             self.database_ok, config.ready_check_interval_seconds, config.ready_max_age_seconds
@@ -141,24 +297,9 @@ class App:
         return self.readiness.current()
 
     def database_ok(self) -> tuple[bool, str]:
-        if self.config.db_host is None:
+        if self.database is None:
             return True, "no database configured"
-        import psycopg  # imported here: the app runs without a database too
-
-        try:
-            with psycopg.connect(
-                host=self.config.db_host,
-                port=self.config.db_port,
-                dbname=self.config.db_name,
-                user=self.config.db_user,
-                password=self.config.db_password,
-                sslmode=self.config.db_sslmode,
-                connect_timeout=2,
-            ) as connection:
-                connection.execute("SELECT 1")
-            return True, "database reachable"
-        except psycopg.Error as exc:
-            return False, f"database unreachable: {type(exc).__name__}"
+        return self.database.ping()
 
     def handle(self, path: str) -> tuple[int, str, bytes]:
         """(status, content type, body) for a GET of `path`."""

@@ -22,6 +22,7 @@ CREATE_MINUTES: dict[str, float] = {
     "aws:apigatewayv2/domainName:DomainName": 1.0,
     "docker:index/image:Image": 4.0,  # build and push
     "kubernetes:apps/v1:Deployment": 1.0,  # rollout until ready
+    "kubernetes:batch/v1:Job": 0.5,  # the database role bootstrap: image pull, a few statements
     "kubernetes:core/v1:Namespace": 0.1,
     "aws:ecr/repository:Repository": 0.1,
     "aws:kms/key:Key": 0.2,

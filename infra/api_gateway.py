@@ -23,7 +23,6 @@ import pulumi_aws as aws
 from infra.component import PlatformComponent, StackContext
 from infra.settings import ApiSettings, NetworkSettings
 
-LISTENER_PORT = 80
 READINESS_PATH = "/health/ready"
 # The listener rule that reaches the preview color matches this header; the API sets it only on
 # the IAM-authorised preview route and strips it from every public one.
@@ -40,6 +39,15 @@ def canary_weights(canary_weight: int) -> tuple[int, int]:
     if not 0 <= canary_weight <= MAX_WEIGHT:
         raise ValueError(f"canary weight {canary_weight} is outside 0-{MAX_WEIGHT}")
     return MAX_WEIGHT - canary_weight, canary_weight
+
+
+# AWS's TLS 1.3 policy that still accepts TLS 1.2 clients (API Gateway private integrations).
+LISTENER_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+
+def listener_port(settings: ApiSettings) -> int:
+    """HTTPS on 443 when the hop is encrypted, else plain HTTP on 80 inside the VPC."""
+    return 443 if settings.load_balancer_tls else 80
 
 
 # One JSON object per request; field names follow the $context variables of HTTP APIs.
@@ -108,7 +116,7 @@ class ApiGateway(PlatformComponent):
             network,
             settings.service,
         )
-        listener = self._listener(name, load_balancer, stable, preview, canary_weight)
+        listener = self._listener(name, settings, load_balancer, stable, preview, canary_weight)
         self._preview_rule(name, listener, preview)
 
         access_logs = self.log_group(
@@ -151,6 +159,7 @@ class ApiGateway(PlatformComponent):
                 "AWS_IAM",
             ),
         }
+        tls = settings.load_balancer_tls
         for route_key, (suffix, method, parameters, authorization) in routes.items():
             integration = aws.apigatewayv2.Integration(
                 f"{name}-{suffix}",
@@ -163,6 +172,13 @@ class ApiGateway(PlatformComponent):
                 payload_format_version="1.0",
                 request_parameters=parameters,
                 timeout_milliseconds=29_000,
+                # With TLS to the listener, API Gateway sends this name (SNI) and verifies the
+                # listener's certificate against it.
+                tls_config=(
+                    aws.apigatewayv2.IntegrationTlsConfigArgs(server_name_to_verify=tls.server_name)
+                    if tls
+                    else None
+                ),
                 opts=self.child_opts(),
             )
             aws.apigatewayv2.Route(
@@ -266,6 +282,7 @@ class ApiGateway(PlatformComponent):
     def _listener(
         self,
         name: str,
+        settings: ApiSettings,
         load_balancer: aws.lb.LoadBalancer,
         stable: aws.lb.TargetGroup,
         preview: aws.lb.TargetGroup,
@@ -277,11 +294,14 @@ class ApiGateway(PlatformComponent):
         keeps the canary's share of requests equal to its weight, which the analysis relies on.
         """
         weights = canary_weights(canary_weight)
+        tls = settings.load_balancer_tls
         return aws.lb.Listener(
             name,
             load_balancer_arn=load_balancer.arn,
-            port=LISTENER_PORT,
-            protocol="HTTP",
+            port=listener_port(settings),
+            protocol="HTTPS" if tls else "HTTP",
+            certificate_arn=tls.certificate_arn if tls else None,
+            ssl_policy=LISTENER_TLS_POLICY if tls else None,
             default_actions=[
                 aws.lb.ListenerDefaultActionArgs(
                     type="forward",
@@ -338,20 +358,29 @@ class ApiGateway(PlatformComponent):
             )
         }
         link, lb = groups["vpc-link"], groups["lb"]
-        # (direction, rule, group it belongs to, the other side, port)
+        listener, nodes = listener_port(settings), settings.node_port
+        preview_nodes = settings.preview_node_port
+        # (direction, rule, group it belongs to, the other side, port, description)
         rules = [
-            (aws.vpc.SecurityGroupEgressRule, "vpc-link-to-lb", link.id, lb.id, LISTENER_PORT),
-            (aws.vpc.SecurityGroupIngressRule, "lb-from-vpc-link", lb.id, link.id, LISTENER_PORT),
+            (aws.vpc.SecurityGroupEgressRule, "vpc-link-to-lb", link.id, lb.id, listener,
+             f"To the internal load balancer's listener (TCP {listener})"),
+            (aws.vpc.SecurityGroupIngressRule, "lb-from-vpc-link", lb.id, link.id, listener,
+             f"From the API gateway VPC link to the listener (TCP {listener})"),
             (aws.vpc.SecurityGroupEgressRule, "lb-to-nodes", lb.id,
-             network.cluster_node_security_group_id, settings.node_port),
+             network.cluster_node_security_group_id, nodes,
+             f"To the cluster nodes' NodePort of {settings.service} (TCP {nodes})"),
             (aws.vpc.SecurityGroupIngressRule, "nodes-from-lb",
-             network.cluster_node_security_group_id, lb.id, settings.node_port),
+             network.cluster_node_security_group_id, lb.id, nodes,
+             f"From the internal load balancer to the {settings.service} NodePort (TCP {nodes})"),
             (aws.vpc.SecurityGroupEgressRule, "lb-to-nodes-preview", lb.id,
-             network.cluster_node_security_group_id, settings.preview_node_port),
+             network.cluster_node_security_group_id, preview_nodes,
+             f"To the cluster nodes' preview NodePort of {settings.service} (TCP {preview_nodes})"),
             (aws.vpc.SecurityGroupIngressRule, "nodes-from-lb-preview",
-             network.cluster_node_security_group_id, lb.id, settings.preview_node_port),
+             network.cluster_node_security_group_id, lb.id, preview_nodes,
+             f"From the internal load balancer to the {settings.service} preview NodePort "
+             f"(TCP {preview_nodes})"),
         ]  # fmt: skip
-        for rule_type, rule, group, peer, port in rules:
+        for rule_type, rule, group, peer, port, description in rules:
             rule_type(
                 f"{self.resource_name}-{rule}",
                 security_group_id=group,
@@ -359,6 +388,7 @@ class ApiGateway(PlatformComponent):
                 ip_protocol="tcp",
                 from_port=port,
                 to_port=port,
+                description=description,
                 tags=self.tags(),
                 opts=self.child_opts(),
             )

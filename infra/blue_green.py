@@ -14,15 +14,25 @@ balancer's two target groups: active -> stable, preview -> canary. The listener'
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.component import PlatformComponent, StackContext
+from infra.database_access import (
+    POD_IDENTITY_AGENT_IPS,
+    POD_IDENTITY_AGENT_PORT,
+    ClusterIdentity,
+    DatabaseAccess,
+    DatabaseConnection,
+    PodSecurity,
+    database_user,
+    pod_identity_env,
+    pod_identity_mount,
+    pod_identity_volume,
+)
 from infra.settings import PrometheusSettings, ServiceSettings
 
 COLORS = ("blue", "green")
@@ -33,14 +43,6 @@ TERMINATION_GRACE_SECONDS = PRE_STOP_SLEEP_SECONDS + DRAIN_SECONDS + 10
 METRICS_PATH = "/metrics"  # prometheus_client, on the app port (app/analytics_api.py)
 # The HPA's default scale-down stabilization window (Kubernetes: "Horizontal Pod Autoscaling").
 HPA_SCALE_DOWN_STABILIZATION_SECONDS = 300
-
-
-@dataclass(frozen=True)
-class DatabaseConnection:
-    host: pulumi.Output[str]
-    port: pulumi.Output[int]
-    name: pulumi.Output[str]
-    master_secret_arn: pulumi.Output[str]
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class BlueGreenService(PlatformComponent):
         settings: ServiceSettings,
         default_image: pulumi.Output[str],
         database: DatabaseConnection,
+        cluster: ClusterIdentity,
         ctx: StackContext,
         scrape: PrometheusSettings,
         binding: LoadBalancerBinding | None = None,
@@ -76,6 +79,7 @@ class BlueGreenService(PlatformComponent):
         super().__init__("delivery:BlueGreenService", name, ctx, opts)
         self.settings = settings
         self.scrape = scrape
+        self.cluster = cluster
         namespace = k8s.core.v1.Namespace(
             name,
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -104,15 +108,17 @@ class BlueGreenService(PlatformComponent):
             data=self._config_data(database),
             opts=k8s_opts,
         )
-        credentials = aws.secretsmanager.get_secret_version_output(
-            secret_id=database.master_secret_arn, opts=pulumi.InvokeOutputOptions(parent=self)
-        )
-        db_secret = k8s.core.v1.Secret(
-            f"{name}-database",
-            metadata=self._meta(f"{settings.name}-database"),
-            type="Opaque",
-            string_data=pulumi.Output.secret(credentials.secret_string).apply(_db_credentials),
-            opts=self.child_opts(depends_on=[namespace], additional_secret_outputs=["data"]),
+        # No password reaches a pod: the pods sign IAM tokens as their own database role, and
+        # only the role's bootstrap Job reads the master secret, at run time.
+        access = DatabaseAccess(
+            f"{name}-database-access",
+            settings.name,
+            database,
+            cluster,
+            image=default_image,
+            security=self._pod_security(),
+            ctx=ctx,
+            opts=self.child_opts(depends_on=[namespace]),
         )
 
         for color in COLORS:
@@ -126,9 +132,17 @@ class BlueGreenService(PlatformComponent):
                 spec=self._deployment_spec(
                     color, color_settings.image or default_image, color_settings.version
                 ),
-                # The pods read both at start (envFrom) and turn ready only once the database
-                # answers: a rollout started before they exist would time out waiting.
-                opts=self.child_opts(depends_on=[namespace, config_map, db_secret]),
+                # The pods read the ConfigMap at start (envFrom) and turn ready only once they
+                # can log in: a rollout started before their role and Pod Identity exist would
+                # time out waiting.
+                opts=self.child_opts(
+                    depends_on=[
+                        namespace,
+                        config_map,
+                        access.bootstrap_job,
+                        access.connect_association,
+                    ]
+                ),
             )
             self._autoscaler(name, color, deployment, k8s_opts)
             k8s.policy.v1.PodDisruptionBudget(
@@ -200,7 +214,12 @@ class BlueGreenService(PlatformComponent):
                 "DB_HOST": str(db[0]),
                 "DB_PORT": str(db[1]),
                 "DB_NAME": str(db[2]),
-                # rds.force_ssl=1 on the server; the client insists too.
+                # The service's own role, logging in with an IAM token signed per connection.
+                "DB_USER": database_user(self.settings.name),
+                "DB_AUTH": "iam",
+                "AWS_REGION": self.cluster.account.region,
+                # rds.force_ssl=1 on the server (and IAM authentication needs TLS); the client
+                # insists too.
                 "DB_SSLMODE": "require",
                 **features,
             }
@@ -213,6 +232,7 @@ class BlueGreenService(PlatformComponent):
         labels = {**_labels(settings, color), "version": version}
         probe = k8s.core.v1.HTTPGetActionArgs
         resources = settings.resources
+        security = self._pod_security()
         return k8s.apps.v1.DeploymentSpecArgs(
             # No `replicas`: each color's HorizontalPodAutoscaler owns the count. A replicas
             # field here would reset the HPA's count on every apply (Kubernetes: "Migrating
@@ -233,13 +253,7 @@ class BlueGreenService(PlatformComponent):
                     service_account_name=settings.name,
                     automount_service_account_token=False,
                     termination_grace_period_seconds=TERMINATION_GRACE_SECONDS,
-                    security_context=k8s.core.v1.PodSecurityContextArgs(
-                        run_as_non_root=True,
-                        run_as_user=APP_UID,
-                        run_as_group=APP_UID,
-                        fs_group=APP_UID,
-                        seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-                    ),
+                    security_context=security.pod,
                     topology_spread_constraints=[
                         k8s.core.v1.TopologySpreadConstraintArgs(
                             max_skew=1,
@@ -266,16 +280,12 @@ class BlueGreenService(PlatformComponent):
                                 k8s.core.v1.EnvVarArgs(
                                     name="DRAIN_SECONDS", value=str(DRAIN_SECONDS)
                                 ),
+                                *pod_identity_env(),
                             ],
                             env_from=[
                                 k8s.core.v1.EnvFromSourceArgs(
                                     config_map_ref=k8s.core.v1.ConfigMapEnvSourceArgs(
                                         name=f"{settings.name}-config"
-                                    )
-                                ),
-                                k8s.core.v1.EnvFromSourceArgs(
-                                    secret_ref=k8s.core.v1.SecretEnvSourceArgs(
-                                        name=f"{settings.name}-database"
                                     )
                                 ),
                             ],
@@ -311,23 +321,14 @@ class BlueGreenService(PlatformComponent):
                                     )
                                 )
                             ),
-                            security_context=k8s.core.v1.SecurityContextArgs(
-                                run_as_non_root=True,
-                                run_as_user=APP_UID,
-                                run_as_group=APP_UID,
-                                read_only_root_filesystem=True,
-                                allow_privilege_escalation=False,
-                                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-                                seccomp_profile=k8s.core.v1.SeccompProfileArgs(
-                                    type="RuntimeDefault"
-                                ),
-                            ),
+                            security_context=security.container,
                             volume_mounts=[
                                 k8s.core.v1.VolumeMountArgs(
                                     # a per-pod emptyDir, not a shared host /tmp
                                     name="tmp",
                                     mount_path="/tmp",  # noqa: S108 - a per-pod emptyDir  # nosec B108
-                                )
+                                ),
+                                pod_identity_mount(),
                             ],
                         )
                     ],
@@ -336,9 +337,32 @@ class BlueGreenService(PlatformComponent):
                         k8s.core.v1.VolumeArgs(
                             name="tmp",
                             empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="64Mi"),
-                        )
+                        ),
+                        pod_identity_volume(),
                     ],
                 ),
+            ),
+        )
+
+    def _pod_security(self) -> PodSecurity:
+        """Non-root, read-only, no privileges: the Deployments' pods and the bootstrap Job's."""
+        seccomp = k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")
+        return PodSecurity(
+            pod=k8s.core.v1.PodSecurityContextArgs(
+                run_as_non_root=True,
+                run_as_user=APP_UID,
+                run_as_group=APP_UID,
+                fs_group=APP_UID,
+                seccomp_profile=seccomp,
+            ),
+            container=k8s.core.v1.SecurityContextArgs(
+                run_as_non_root=True,
+                run_as_user=APP_UID,
+                run_as_group=APP_UID,
+                read_only_root_filesystem=True,
+                allow_privilege_escalation=False,
+                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+                seccomp_profile=seccomp,
             ),
         )
 
@@ -379,7 +403,7 @@ class BlueGreenService(PlatformComponent):
     def _network_policy(
         self, name: str, database: DatabaseConnection, opts: pulumi.ResourceOptions
     ) -> None:
-        """In: the app port only. Out: DNS, PostgreSQL, HTTPS."""
+        """In: the app port only. Out: DNS, PostgreSQL, HTTPS, the node's Pod Identity agent."""
 
         def port(number: pulumi.Input[int], protocol: str = "TCP") -> Any:
             return k8s.networking.v1.NetworkPolicyPortArgs(port=number, protocol=protocol)
@@ -399,6 +423,15 @@ class BlueGreenService(PlatformComponent):
                     ),
                     k8s.networking.v1.NetworkPolicyEgressRuleArgs(ports=[port(database.port)]),
                     k8s.networking.v1.NetworkPolicyEgressRuleArgs(ports=[port(443)]),
+                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                        to=[
+                            k8s.networking.v1.NetworkPolicyPeerArgs(
+                                ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr)
+                            )
+                            for cidr in POD_IDENTITY_AGENT_IPS
+                        ],
+                        ports=[port(POD_IDENTITY_AGENT_PORT)],
+                    ),
                 ],
             ),
             opts=opts,
@@ -485,12 +518,3 @@ class BlueGreenService(PlatformComponent):
                 },
                 opts=opts,
             )
-
-
-def _db_credentials(secret_string: str | None) -> dict[str, str]:
-    """The RDS-managed secret is JSON with `username` and `password`."""
-    values = json.loads(secret_string or "{}")
-    return {
-        "DB_USER": str(values.get("username", "")),
-        "DB_PASSWORD": str(values.get("password", "")),
-    }

@@ -14,6 +14,7 @@ import json
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from infra.aws_account import AwsAccount
 from infra.component import PlatformComponent, StackContext
@@ -45,8 +46,14 @@ class Database(PlatformComponent):
     port: pulumi.Output[int]
     database_name: pulumi.Output[str]
     master_secret_arn: pulumi.Output[str]
+    # The DbiResourceId that IAM database authentication names in rds-db:connect ARNs.
+    resource_id: pulumi.Output[str]
+    # The key of the storage and of the master secret: reading that secret needs kms:Decrypt.
+    key_arn: pulumi.Output[str]
     security_group_id: pulumi.Output[str]
     identifier: str
+    # The same name, known once the instance exists: for what must wait for it.
+    instance_identifier: pulumi.Output[str]
 
     def __init__(
         self,
@@ -110,10 +117,15 @@ class Database(PlatformComponent):
             )
             for export in LOG_EXPORTS
         ]
-        monitoring_role = (
-            self._monitoring_role(account) if settings.monitoring_interval_seconds else None
+        # RDS checks the role's permissions when the instance is created: the instance must wait
+        # for the policy attachment, not only for the role.
+        monitoring_role, monitoring_policy = (
+            self._monitoring_role(account) if settings.monitoring_interval_seconds else (None, None)
         )
 
+        waits_for: list[pulumi.Resource] = [*log_groups]
+        if monitoring_policy is not None:
+            waits_for.append(monitoring_policy)
         instance = aws.rds.Instance(
             name,
             identifier=self.identifier,
@@ -148,9 +160,7 @@ class Database(PlatformComponent):
             delete_automated_backups=False,
             deletion_protection=settings.deletion_protection,
             skip_final_snapshot=not settings.final_snapshot,
-            final_snapshot_identifier=(
-                self.physical_name("final") if settings.final_snapshot else None
-            ),
+            final_snapshot_identifier=self._final_snapshot_name(settings),
             auto_minor_version_upgrade=True,
             allow_major_version_upgrade=False,
             # Protected stacks change in the maintenance window, never mid-day.
@@ -165,7 +175,7 @@ class Database(PlatformComponent):
             monitoring_interval=settings.monitoring_interval_seconds,
             monitoring_role_arn=monitoring_role.arn if monitoring_role else None,
             tags=self.tags(),
-            opts=self.stateful_opts(depends_on=log_groups),
+            opts=self.stateful_opts(depends_on=waits_for),
         )
 
         if settings.disaster_recovery.enabled:
@@ -192,6 +202,9 @@ class Database(PlatformComponent):
         self.master_secret_arn = instance.master_user_secrets.apply(
             lambda secrets: (secrets[0].secret_arn or "") if secrets else ""
         )
+        self.resource_id = instance.resource_id
+        self.instance_identifier = instance.identifier
+        self.key_arn = key.arn
         self.security_group_id = security_group.id
         self.finish(
             {
@@ -199,11 +212,31 @@ class Database(PlatformComponent):
                 "port": self.port,
                 "databaseName": self.database_name,
                 "masterSecretArn": self.master_secret_arn,
+                "resourceId": self.resource_id,
                 "securityGroupId": self.security_group_id,
             }
         )
 
-    def _monitoring_role(self, account: AwsAccount) -> aws.iam.Role:
+    def _final_snapshot_name(self, settings: DatabaseSettings) -> pulumi.Output[str] | None:
+        """`<identifier>-final-<random>`: a fixed name would collide on the second destroy.
+
+        The suffix is created with the instance and destroyed with it, so every instance
+        lifetime ends in a snapshot of its own name; changing the name updates the instance in
+        place (RDS reads it only when the instance is deleted).
+        """
+        if not settings.final_snapshot:
+            return None
+        suffix = random.RandomId(
+            f"{self.resource_name}-final-snapshot",
+            byte_length=4,
+            opts=self.child_opts(),
+        )
+        # 255 characters is RDS's limit for snapshot identifiers; ours stays far below it.
+        return pulumi.Output.concat(self.physical_name("final"), "-", suffix.hex)
+
+    def _monitoring_role(
+        self, account: AwsAccount
+    ) -> tuple[aws.iam.Role, aws.iam.RolePolicyAttachment]:
         """The role RDS enhanced monitoring uses to publish OS metrics."""
         role = aws.iam.Role(
             f"{self.resource_name}-monitoring",
@@ -228,7 +261,7 @@ class Database(PlatformComponent):
             tags=self.tags(),
             opts=self.child_opts(),
         )
-        aws.iam.RolePolicyAttachment(
+        attachment = aws.iam.RolePolicyAttachment(
             f"{self.resource_name}-monitoring",
             role=role.name,
             policy_arn=pulumi.Output.format(
@@ -237,4 +270,4 @@ class Database(PlatformComponent):
             ),
             opts=self.child_opts(),
         )
-        return role
+        return role, attachment

@@ -329,6 +329,10 @@ _FAKES: dict[str, Callable[[_New], tuple[str, dict[str, Any]]]] = {
         {"registryId": n.account},
     ),
     "docker:index/image:Image": _docker_image,
+    "random:index/randomId:RandomId": lambda n: (
+        n.hex(2 * int(float(n.inputs.get("byteLength", 4)))),
+        {"hex": n.hex(2 * int(float(n.inputs.get("byteLength", 4)))), "b64Url": n.hex(6)},
+    ),
 }
 
 

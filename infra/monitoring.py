@@ -28,6 +28,8 @@ PERIOD_SECONDS = 60
 GIB = 1024**3
 ERROR_LOG_PATTERN = '{ $.level = "error" }'
 ERROR_LOG_METRIC = "ErrorLogEvents"
+# RDS event categories sent to the alerts topic ("Amazon RDS event categories and event messages").
+STORAGE_EVENT_CATEGORIES = ("low storage",)
 COMPOSITE_RUNBOOK = (
     "Open the stack's dashboard; the alarm status widget shows which member alarm fired. "
     "Follow that alarm's runbook."
@@ -85,6 +87,11 @@ class WatchedDatabase:
     identifier: str
     instance_class: InstanceClass
     allocated_storage_gb: int
+    # Storage autoscaling's ceiling.
+    max_allocated_storage_gb: int
+    # The identifier as the created instance reports it: RDS refuses an event subscription to
+    # a source that does not exist yet (SourceNotFound).
+    instance_identifier: pulumi.Input[str]
     # DBLoad is published only while Performance Insights is on.
     performance_insights: bool
 
@@ -140,13 +147,19 @@ def database_alarms(db: WatchedDatabase, settings: MonitoringSettings) -> list[A
             "database-free-storage",
             rds("FreeStorageSpace", "Minimum", "Free storage (bytes)"),
             "LessThanThreshold",
+            # An absolute floor: autoscaling keeps at least 10 % of the current allocation free
+            # until it reaches its ceiling, so less than this share of the first allocation
+            # free means it has not kept up (six hours between modifications) or cannot grow.
+            # Nearing the ceiling itself is RDS's own "low storage" event (storage_events).
             t.free_storage_percent / 100 * db.allocated_storage_gb * GIB,
             5,
             5,
             "missing",
-            f"Less than {t.free_storage_percent:g}% of the allocated storage is free.",
-            "Check that storage autoscaling has room (maxAllocatedStorageGb); raise it or "
-            "find what grows (bloat, WAL, temp files).",
+            f"Less than {t.free_storage_percent / 100 * db.allocated_storage_gb:g} GiB free: "
+            f"storage autoscaling (up to {db.max_allocated_storage_gb} GiB) has not kept up "
+            "or has reached its ceiling.",
+            "Check the database's events for storage autoscaling (RDS-EVENT-0223 to 0225); raise "
+            "maxAllocatedStorageGb, or find what grows (bloat, WAL, temp files).",
         ),
         AlarmSpec(
             "database-freeable-memory",
@@ -438,6 +451,7 @@ class Monitoring(PlatformComponent):
                 members += [self.alarm_arns["api-5xx-rate"], self.alarm_arns["api-latency-p90"]]
             self._composite(service, members)
 
+        self._storage_events(database)
         dashboard = aws.cloudwatch.Dashboard(
             name,
             dashboard_name=self.physical_name("dashboard", max_length=255),
@@ -453,6 +467,21 @@ class Monitoring(PlatformComponent):
                 "applicationLogGroups": self.application_log_groups,
                 "alarmArns": self.alarm_arns,
             }
+        )
+
+    def _storage_events(self, database: WatchedDatabase) -> None:
+        """RDS's "low storage" events to the alerts topic: storage full, over 90 % used, and
+        storage autoscaling unable to grow or about to reach its maximum. No metric carries the
+        allocated storage, so these events are how the ceiling is watched."""
+        aws.rds.EventSubscription(
+            f"{self.resource_name}-database-storage",
+            name=self.physical_name("database-storage", max_length=255),
+            sns_topic=self._topic_arn,
+            source_type="db-instance",
+            source_ids=[database.instance_identifier],
+            event_categories=list(STORAGE_EVENT_CATEGORIES),
+            tags=self.tags(),
+            opts=self.child_opts(),
         )
 
     def _alarm(self, spec: AlarmSpec) -> pulumi.Output[str]:

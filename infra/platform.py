@@ -9,10 +9,11 @@ import pulumi
 from infra.alerts import Alerts
 from infra.api_gateway import ApiGateway
 from infra.aws_account import AwsAccount
-from infra.blue_green import BlueGreenService, DatabaseConnection, LoadBalancerBinding
+from infra.blue_green import BlueGreenService, LoadBalancerBinding
 from infra.component import PlatformComponent, StackContext
 from infra.container_image import ContainerImage
 from infra.database import Database
+from infra.database_access import ClusterIdentity, DatabaseConnection
 from infra.kms import ServiceGrant, create_key
 from infra.monitoring import Monitoring, WatchedApi, WatchedDatabase
 from infra.network import private_subnet_ids
@@ -69,7 +70,7 @@ class AnalyticsPlatform(PlatformComponent):
         self.alerts = Alerts(
             "alerts",
             config.alerts,
-            webhook_url=settings.secrets.alerts_webhook_url,
+            paging_endpoint=settings.secrets.alerts_paging_endpoint,
             account=account,
             ctx=ctx,
             opts=self.child_opts(),
@@ -116,6 +117,8 @@ class AnalyticsPlatform(PlatformComponent):
                 identifier=self.database.identifier,
                 instance_class=INSTANCE_CLASSES[config.database.instance_class],
                 allocated_storage_gb=config.database.allocated_storage_gb,
+                max_allocated_storage_gb=config.database.max_allocated_storage_gb,
+                instance_identifier=self.database.instance_identifier,
                 performance_insights=config.database.performance_insights,
             ),
             api=WatchedApi(
@@ -135,14 +138,18 @@ class AnalyticsPlatform(PlatformComponent):
             host=self.database.endpoint,
             port=self.database.port,
             name=self.database.database_name,
+            resource_id=self.database.resource_id,
             master_secret_arn=self.database.master_secret_arn,
+            key_arn=self.database.key_arn,
         )
+        cluster = ClusterIdentity(config.kubernetes.cluster_name or "", account)
         self.services = [
             BlueGreenService(
                 service.name,
                 service,
                 default_image=self.image.reference,
                 database=connection,
+                cluster=cluster,
                 ctx=ctx,
                 scrape=config.monitoring.prometheus,
                 binding=(

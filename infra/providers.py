@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from infra.settings import AwsSettings, Settings
 
@@ -21,11 +22,18 @@ class Providers:
     aws_dr: aws.Provider | None
     # Only when the stack builds its image.
     docker: docker.Provider | None
+    # Local random values (the final snapshot's suffix); no credentials, no cloud calls.
+    random: random.Provider
 
     @property
     def inherited(self) -> list[pulumi.ProviderResource]:
         """The providers every component inherits, one per package."""
-        found: list[pulumi.ProviderResource | None] = [self.aws, self.kubernetes, self.docker]
+        found: list[pulumi.ProviderResource | None] = [
+            self.aws,
+            self.kubernetes,
+            self.docker,
+            self.random,
+        ]
         return [p for p in found if p is not None]
 
 
@@ -102,4 +110,5 @@ def create_providers(settings: Settings) -> Providers:
         aws_dr=_aws_provider("aws-dr", dr.region, config.aws) if dr.enabled else None,
         kubernetes=_kubernetes_provider(settings, aws_provider),
         docker=docker.Provider("docker") if config.image.build else None,
+        random=random.Provider("random"),
     )

@@ -62,36 +62,114 @@ class KubernetesSettings(ConfigModel):
     provider's own credentials; or the secret `kubeconfig`; or a kubeconfig `context`."""
 
     context: str | None = Field(default=None, min_length=1, max_length=253)
-    # The EKS cluster (in the stack's account and region) the provider is built from, when
-    # neither the secret kubeconfig nor a context is set. Also identifies the cluster to Pulumi,
-    # so that new credentials update the provider instead of replacing every Kubernetes object.
+    # The EKS cluster (required; in the stack's account and region). The provider is built from
+    # it when neither the secret kubeconfig nor a context is set, and the services' Pod Identity
+    # associations are made in it. It also identifies the cluster to Pulumi, so that new
+    # credentials update the provider instead of replacing every Kubernetes object.
     cluster_name: str | None = Field(default=None, pattern=r"^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$")
     # The cluster's Kubernetes minor version; every object is checked against its schema.
     version: str = Field(default="1.34", pattern=r"^1\.(2[5-9]|3[0-7])$")
 
 
-class WebhookRetrySettings(ConfigModel):
-    """SNS delivery retries for the HTTPS (chat webhook) subscription, within SNS limits."""
+# SNS's hard limit on the total retry time of an HTTP/S delivery policy.
+SNS_MAX_RETRY_SECONDS = 3600
+
+
+class DeliveryRetrySettings(ConfigModel):
+    """SNS retries for the HTTPS paging subscription, within SNS's documented limits."""
 
     num_retries: int = Field(default=10, ge=0, le=100)
-    min_delay_seconds: int = Field(default=20, ge=1, le=3600)
-    max_delay_seconds: int = Field(default=600, ge=1, le=3600)
+    min_delay_seconds: int = Field(default=20, ge=1, le=SNS_MAX_RETRY_SECONDS)
+    max_delay_seconds: int = Field(default=600, ge=1, le=SNS_MAX_RETRY_SECONDS)
+
+    @property
+    def worst_case_seconds(self) -> float:
+        """An upper bound of the backoff phase's total: the exponential curve from the minimum
+        to the maximum delay stays under the straight line between them."""
+        return self.num_retries * (self.min_delay_seconds + self.max_delay_seconds) / 2
 
     @model_validator(mode="after")
-    def _min_not_above_max(self) -> WebhookRetrySettings:
+    def _within_sns_limits(self) -> DeliveryRetrySettings:
         if self.min_delay_seconds > self.max_delay_seconds:
             raise ValueError(
                 f"minDelaySeconds ({self.min_delay_seconds}) must not exceed "
                 f"maxDelaySeconds ({self.max_delay_seconds})"
             )
+        if self.worst_case_seconds > SNS_MAX_RETRY_SECONDS:
+            raise ValueError(
+                f"numRetries x (minDelaySeconds + maxDelaySeconds) / 2 = "
+                f"{self.worst_case_seconds:g} s of retries; SNS allows at most "
+                f"{SNS_MAX_RETRY_SECONDS} s in total: lower numRetries or the delays"
+            )
+        return self
+
+
+class PagingSettings(ConfigModel):
+    """An incident tool whose SNS integration confirms its subscription itself.
+
+    Only these may get an HTTPS subscription: SNS delivers nothing to an endpoint until it
+    answers the SubscriptionConfirmation, which chat webhooks (Slack, Teams) cannot do. The
+    integration URL holds the tool's integration key, so it is the secret
+    `alertsPagingEndpoint`.
+    """
+
+    service: Literal["pagerduty", "opsgenie"]
+    delivery_retry: DeliveryRetrySettings = DeliveryRetrySettings()
+
+
+ChatName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")]
+
+
+class SlackChannelSettings(ConfigModel):
+    """A Slack channel reached through AWS Chatbot (the workspace is authorized in its console)."""
+
+    name: ChatName
+    # The Slack workspace (team) id AWS Chatbot shows after the authorization, e.g. T07EA123LEP.
+    workspace_id: str = Field(pattern=r"^[A-Z0-9]{1,255}$")
+    # The channel id at the end of the channel's link, e.g. C07EZ1ABC23.
+    channel_id: str = Field(pattern=r"^[A-Za-z0-9]{1,255}$")
+
+
+Uuid = Annotated[
+    str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+]
+
+
+class TeamsChannelSettings(ConfigModel):
+    """A Microsoft Teams channel reached through AWS Chatbot (the team is authorized first)."""
+
+    name: ChatName
+    team_id: Uuid
+    tenant_id: Uuid
+    # As in the channel's link, e.g. 19%3ab6ef35dc342d56ba5654e6fc6d25a071%40thread.tacv2.
+    channel_id: str = Field(pattern=r"^[A-Za-z0-9:%@._-]{1,255}$")
+
+
+class ChatbotSettings(ConfigModel):
+    """Chat channels subscribed to the alerts topic through AWS Chatbot."""
+
+    slack: tuple[SlackChannelSettings, ...] = ()
+    teams: tuple[TeamsChannelSettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> ChatbotSettings:
+        names = [c.name for c in (*self.slack, *self.teams)]
+        if len(set(names)) != len(names):
+            raise ValueError("each slack and teams channel needs its own name")
         return self
 
 
 class AlertsSettings(ConfigModel):
-    """Who gets paged. The chat webhook URL is the secret key `alertsWebhookUrl`."""
+    """Who gets paged: email addresses, chat channels through AWS Chatbot, an incident tool."""
 
     emails: tuple[Email, ...] = ()
-    webhook_retry: WebhookRetrySettings = WebhookRetrySettings()
+    chatbot: ChatbotSettings = ChatbotSettings()
+    # With it, the secret `alertsPagingEndpoint` is the tool's SNS integration URL.
+    paging: PagingSettings | None = None
+
+    @property
+    def chat_channels(self) -> int:
+        return len(self.chatbot.slack) + len(self.chatbot.teams)
 
 
 class NetworkSettings(ConfigModel):
@@ -170,6 +248,21 @@ class CustomDomainSettings(ConfigModel):
     )
 
 
+AcmCertificateArn = Annotated[
+    str, Field(pattern=r"^arn:aws(-[a-z]+)*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
+]
+DomainName = Annotated[str, Field(pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")]
+
+
+class LoadBalancerTlsSettings(ConfigModel):
+    """TLS on the hop from the API gateway's VPC link to the internal load balancer."""
+
+    # An ACM certificate in the stack's region, for serverName: the HTTPS listener presents it.
+    certificate_arn: AcmCertificateArn
+    # The name API Gateway sends (SNI) and checks the listener's certificate against.
+    server_name: DomainName
+
+
 class ApiSettings(ConfigModel):
     """The HTTP API in front of the analytics API, and its private path into the cluster."""
 
@@ -181,6 +274,8 @@ class ApiSettings(ConfigModel):
     node_port: int = Field(default=30080, ge=30000, le=32767)
     preview_node_port: int = Field(default=30081, ge=30000, le=32767)
     custom_domain: CustomDomainSettings | None = None
+    # Without it the internal hop is plain HTTP inside the VPC; prod requires it.
+    load_balancer_tls: LoadBalancerTlsSettings | None = None
 
     @model_validator(mode="after")
     def _distinct_node_ports(self) -> ApiSettings:
@@ -457,7 +552,7 @@ class StackSettings(ConfigModel):
     # The secret keys this stack cannot run without. A stack file never carries a placeholder
     # ciphertext (the engine decrypts every `secure:` value first); it names the key here, a real
     # run stops with the command that sets it, and the offline preview uses a stand-in.
-    required_secrets: tuple[Literal["alertsWebhookUrl", "kubeconfig"], ...] = ()
+    required_secrets: tuple[Literal["alertsPagingEndpoint", "kubeconfig"], ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -488,11 +583,22 @@ class StackSettings(ConfigModel):
 
 
 # Keys whose values are secrets: read with get_secret, never validated, logged or printed.
-SECRET_KEYS: tuple[str, ...] = ("alertsWebhookUrl", "kubeconfig")
+SECRET_KEYS: tuple[str, ...] = ("alertsPagingEndpoint", "kubeconfig")
 # How an operator sets each one; `pulumi config set` reads the value from stdin when piped.
 SECRET_SET_COMMANDS: dict[str, str] = {
-    "alertsWebhookUrl": "pulumi config set --secret alertsWebhookUrl https://hooks.example.com/...",
+    "alertsPagingEndpoint": (
+        "pulumi config set --secret alertsPagingEndpoint "
+        "https://events.pagerduty.com/integration/<key>/enqueue"
+    ),
     "kubeconfig": "pulumi config set --secret kubeconfig < kubeconfig.yaml",
+}
+# Keys this program no longer reads, and what replaces them.
+RETIRED_KEYS: dict[str, str] = {
+    "alertsWebhookUrl": (
+        "removed: chat webhooks cannot confirm SNS subscriptions, so nothing was ever "
+        "delivered; use alerts.chatbot (Slack or Teams through AWS Chatbot), or alerts.paging "
+        "with the secret alertsPagingEndpoint (PagerDuty, Opsgenie)"
+    ),
 }
 # Namespaces besides the project's that a stack file may use (engine options such as
 # pulumi:disable-default-providers). Provider namespaces such as aws: are refused: the program
@@ -502,7 +608,7 @@ FOREIGN_NAMESPACES_ALLOWED: tuple[str, ...] = ("pulumi",)
 
 @dataclass(frozen=True)
 class StackSecrets:
-    alerts_webhook_url: pulumi.Output[str] | None
+    alerts_paging_endpoint: pulumi.Output[str] | None
     kubeconfig: pulumi.Output[str] | None
 
 
@@ -599,7 +705,7 @@ def load_settings() -> Settings:
         tier=TIERS[config.environment],
         image_tag=build_tag(project, stack, config.image, os.environ.get(IMAGE_TAG_VARIABLE)),
         secrets=StackSecrets(
-            alerts_webhook_url=cfg.get_secret("alertsWebhookUrl"),
+            alerts_paging_endpoint=cfg.get_secret("alertsPagingEndpoint"),
             kubeconfig=cfg.get_secret("kubeconfig"),
         ),
     )
@@ -639,6 +745,10 @@ def _project_values(
                         f"use the {project}:aws and {project}:kubernetes keys instead",
                     )
                 )
+            continue
+        if key in RETIRED_KEYS:
+            # It may hold a credential in plaintext: never echoed.
+            problems.append(Problem(key, "(not shown)", RETIRED_KEYS[key]))
             continue
         if key in SECRET_KEYS:
             if full_key not in secret:
@@ -714,6 +824,9 @@ def _from_validation_error(exc: ValidationError) -> list[Problem]:
 def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> list[Problem]:
     """The tier's floors, and rules that span several keys."""
     env, policy, db = settings.environment, tier.policy, settings.database
+    lb_tls_arn = settings.api.load_balancer_tls and settings.api.load_balancer_tls.certificate_arn
+    # arn:<partition>:acm:<region>:<account>:certificate/<id>
+    lb_tls_region = lb_tls_arn.split(":")[3] if lb_tls_arn else None
     safety = f"production safety: a {env} stack"
     # (broken, key path, its value, why and what is allowed)
     checks: list[tuple[bool, str, Any, str]] = [
@@ -728,18 +841,27 @@ def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> 
          "logRetentionDays", settings.log_retention_days,
          f"a {env} stack keeps logs at least {policy.min_log_retention_days} days"),
         (policy.require_alert_subscriber and not settings.alerts.emails
-         and "alertsWebhookUrl" not in secrets,
+         and not settings.alerts.chat_channels and settings.alerts.paging is None,
          "alerts.emails", [],
-         f"a {env} stack must page somebody: set at least one email, "
-         "or the secret alertsWebhookUrl"),
+         f"a {env} stack must page somebody: set at least one email, an alerts.chatbot "
+         "channel, or alerts.paging"),
+        (settings.alerts.paging is not None and "alertsPagingEndpoint" not in secrets,
+         "alertsPagingEndpoint", None,
+         "alerts.paging needs the integration URL: pulumi config set --secret "
+         "alertsPagingEndpoint https://..."),
+        (settings.alerts.paging is None and "alertsPagingEndpoint" in secrets,
+         "alerts.paging", None,
+         "the secret alertsPagingEndpoint is set: name its service "
+         "(alerts.paging.service: pagerduty or opsgenie)"),
         (policy.require_allowed_account_ids and not settings.aws.allowed_account_ids,
          "aws.allowedAccountIds", [],
          f"{safety} must pin its AWS account; allowed: one or more 12-digit account ids"),
-        (settings.kubernetes.context is None and settings.kubernetes.cluster_name is None
-         and "kubeconfig" not in secrets,
+        (settings.kubernetes.cluster_name is None,
          "kubernetes.clusterName", None,
-         "the Kubernetes provider needs the EKS cluster's name (or a kubeconfig context, or "
-         "the secret kubeconfig); the ambient kubeconfig is never used"),
+         "required: the EKS cluster's name; the Kubernetes provider is built from it (unless "
+         "a context or the secret kubeconfig is set; the ambient kubeconfig is never used) and "
+         "the services' Pod Identity associations (database access without passwords) are "
+         "made in it"),
         (db.backup_retention_days < policy.min_backup_retention_days,
          "database.backupRetentionDays", db.backup_retention_days,
          f"a {env} stack keeps backups at least {policy.min_backup_retention_days} days; "
@@ -764,6 +886,14 @@ def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> 
          "database.instanceClass", db.instance_class,
          "its vCPUs and memory are unknown to infra/rds_classes.py, which the alarm "
          "thresholds need; allowed: " + ", ".join(sorted(INSTANCE_CLASSES))),
+        (policy.require_internal_tls and settings.api.load_balancer_tls is None,
+         "api.loadBalancerTls", None,
+         f"a {env} stack encrypts the hop from the VPC link to the load balancer; set "
+         "certificateArn (an ACM certificate in aws.region) and serverName"),
+        (lb_tls_region not in (None, settings.aws.region),
+         "api.loadBalancerTls.certificateArn", lb_tls_arn,
+         f"the load balancer's ACM certificate must be in the stack's region "
+         f"({settings.aws.region}), not {lb_tls_region}"),
         (db.disaster_recovery.enabled and db.disaster_recovery.region == settings.aws.region,
          "database.disasterRecovery.region", db.disaster_recovery.region,
          f"must differ from aws.region ({settings.aws.region})"),

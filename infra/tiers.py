@@ -119,6 +119,8 @@ class TierPolicy(BaseModel):
     require_enhanced_monitoring: bool
     # Cost guard: instance classes a stack of this tier may run the database on (regex).
     database_instance_classes: str
+    # The hop from the API gateway's VPC link to the load balancer is TLS (an HTTPS listener).
+    require_internal_tls: bool = False
 
 
 class Tier(BaseModel):
@@ -195,7 +197,8 @@ TIERS: dict[Environment, Tier] = {
                 max_allocated_storage_gb=200,
                 backup_retention_days=7,
                 multi_az=False,
-                deletion_protection=False,
+                # A staging database holds weeks of test data: delete it on purpose only.
+                deletion_protection=True,
                 final_snapshot=True,
                 performance_insights=True,
                 monitoring_interval_seconds=60,
@@ -290,6 +293,7 @@ TIERS: dict[Environment, Tier] = {
             require_performance_insights=True,
             require_enhanced_monitoring=True,
             database_instance_classes=r"db\.(m7g|m6g|r7g|r6g)\.(large|\d*xlarge)",
+            require_internal_tls=True,
         ),
     ),
 }

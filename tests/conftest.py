@@ -139,13 +139,13 @@ def renamed_database(tmp_path: Path, new_name: str, alias: bool) -> Path:
     shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
     source = (main_dir / "database.py").read_text()
     assert DB_CALL in source
-    options = "opts=self.stateful_opts(depends_on=log_groups),"
+    options = "opts=self.stateful_opts(depends_on=waits_for),"
     assert options in source
     renamed = source.replace(DB_CALL, f'instance = aws.rds.Instance(\n            "{new_name}",')
     if alias:
         renamed = renamed.replace(
             options,
-            "opts=self.stateful_opts(depends_on=log_groups, aliases=[pulumi.Alias(name=name)]),",
+            "opts=self.stateful_opts(depends_on=waits_for, aliases=[pulumi.Alias(name=name)]),",
         )
     (main_dir / "database.py").write_text(renamed)
     return main_dir

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from infra.mock_engine import FAKE_ACCOUNT_ID, ProgramRun, is_secret, reveal
-from tests.conftest import STACKS, RunStack, policy_doc, stack_account
+from infra.settings import InvalidConfig
+from tests.conftest import STACKS, RunStack, policy_doc, stack_account, stack_yaml
 
 TOPIC = "aws:sns/topic:Topic"
 KEY = "aws:kms/key:Key"
@@ -61,6 +62,10 @@ def test_topic_is_encrypted_with_the_alerts_key(run_stack: RunStack, stack: str)
 
 
 def test_topic_policy_lets_only_cloudwatch_and_this_account_publish(run_stack: RunStack) -> None:
+    """ "Amazon SNS security best practices" (least privilege; enforce encryption in transit
+    with aws:SecureTransport) and "Example cases for Amazon SNS access control" (service
+    principals limited by aws:SourceArn / aws:SourceAccount): every Allow carries a condition,
+    the same-account one included, which scanners flag when bare."""
     run = run_stack("prod")
     topic_arn = run.one(TOPIC).outputs["arn"]
     policy = run.one("aws:sns/topicPolicy:TopicPolicy")
@@ -69,11 +74,23 @@ def test_topic_policy_lets_only_cloudwatch_and_this_account_publish(run_stack: R
     allows = [s for s in statements.values() if s["Effect"] == "Allow"]
     assert {json.dumps(s["Principal"], sort_keys=True) for s in allows} == {
         json.dumps({"Service": "cloudwatch.amazonaws.com"}),
+        json.dumps({"Service": "events.rds.amazonaws.com"}),
         json.dumps({"AWS": f"arn:aws:iam::{FAKE_ACCOUNT_ID}:root"}),
+    }
+    rds_events = statements["AllowRdsEventSubscriptionsOfThisAccount"]
+    assert rds_events["Condition"] == {
+        "ArnLike": {"aws:SourceArn": f"arn:aws:rds:eu-west-1:{FAKE_ACCOUNT_ID}:es:*"},
+        "StringEquals": {"aws:SourceAccount": FAKE_ACCOUNT_ID},
     }
     for statement in allows:
         assert statement["Action"] == "sns:Publish"
         assert statement["Resource"] == topic_arn
+    same_account = statements["AllowThisAccountToPublish"]
+    # Security Hub / scanners flag an Allow on a topic without a condition.
+    assert same_account["Condition"] == {
+        "StringEquals": {"aws:PrincipalAccount": FAKE_ACCOUNT_ID},
+        "Bool": {"aws:SecureTransport": "true"},
+    }
     cloudwatch = statements["AllowCloudWatchAlarmsOfThisAccount"]
     assert cloudwatch["Condition"]["StringEquals"] == {"aws:SourceAccount": FAKE_ACCOUNT_ID}
     assert cloudwatch["Condition"]["ArnLike"] == {
@@ -98,13 +115,32 @@ def test_email_subscriptions_follow_config_and_keep_their_names(run_stack: RunSt
         assert record.inputs["topic"] == two.one(TOPIC).outputs["arn"]
 
 
-def test_webhook_subscription_is_https_secret_and_retries(run_stack: RunStack) -> None:
-    url = "https://hooks.example.com/services/T0/B0/abc"
-    run = run_stack("staging", secrets={"alertsWebhookUrl": url})
-    [webhook] = _subscriptions(run, "https")
-    assert is_secret(webhook.inputs["endpoint"])
-    assert reveal(webhook.inputs["endpoint"]) == url
-    policy = json.loads(webhook.inputs["deliveryPolicy"])
+PAGERDUTY = "https://events.pagerduty.com/integration/0123456789abcdef0123456789abcdef/enqueue"
+
+
+def _paging(stack: str = "dev", service: str = "pagerduty", **retry: int) -> dict[str, Any]:
+    paging: dict[str, Any] = {"service": service}
+    if retry:
+        paging["deliveryRetry"] = retry
+    emails = {"emails": ["a@example.com"]}
+    return {"alerts": {**emails, "paging": paging}}
+
+
+def test_a_paging_tool_gets_the_only_https_subscription_secret_and_auto_confirmed(
+    run_stack: RunStack,
+) -> None:
+    """ "Fanout to HTTP/S endpoints" (Amazon SNS Developer Guide): SNS delivers nothing to an
+    HTTP/S endpoint until it answers the SubscriptionConfirmation. PagerDuty's and Opsgenie's SNS
+    integrations confirm on their own (the provider's `endpoint_auto_confirms`, "e.g.,
+    PagerDuty"); a Slack or Teams incoming webhook cannot, so it is never subscribed."""
+    run = run_stack("dev", overrides=_paging(), secrets={"alertsPagingEndpoint": PAGERDUTY})
+    [paging] = _subscriptions(run, "https")
+    assert paging.name == "alerts-paging-pagerduty"
+    assert paging.inputs["endpointAutoConfirms"] is True
+    assert is_secret(paging.inputs["endpoint"])
+    assert reveal(paging.inputs["endpoint"]) == PAGERDUTY
+    assert PAGERDUTY not in json.dumps(run.to_json())
+    policy = json.loads(paging.inputs["deliveryPolicy"])
     assert policy["healthyRetryPolicy"] == {
         "numRetries": 10,
         "minDelayTarget": 20,
@@ -117,21 +153,139 @@ def test_webhook_subscription_is_https_secret_and_retries(run_stack: RunStack) -
     assert policy["throttlePolicy"] == {"maxReceivesPerSecond": 1}
 
 
-def test_webhook_retries_come_from_config(run_stack: RunStack) -> None:
-    run = run_stack("prod", secrets={"alertsWebhookUrl": "https://hooks.example.com/x"})
-    [webhook] = _subscriptions(run, "https")
-    assert json.loads(webhook.inputs["deliveryPolicy"])["healthyRetryPolicy"]["numRetries"] == 20
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_https_subscription_without_a_paging_tool(run_stack: RunStack, stack: str) -> None:
+    assert _subscriptions(run_stack(stack), "https") == []
 
 
-def test_no_webhook_subscription_without_the_secret(run_stack: RunStack) -> None:
-    assert _subscriptions(run_stack("dev"), "https") == []
+def test_paging_needs_its_endpoint_and_an_endpoint_needs_its_service(run_stack: RunStack) -> None:
+    with pytest.raises(
+        InvalidConfig,
+        match=r"alertsPagingEndpoint = \(not set\): alerts\.paging "
+        "needs the integration URL",
+    ):
+        run_stack("dev", overrides=_paging(service="opsgenie"))
+    with pytest.raises(
+        InvalidConfig,
+        match=r"alerts\.paging = \(not set\): the secret "
+        "alertsPagingEndpoint is set",
+    ):
+        run_stack("dev", secrets={"alertsPagingEndpoint": PAGERDUTY})
 
 
-def test_a_webhook_can_be_added_to_any_stack(run_stack: RunStack) -> None:
-    run = run_stack("dev", secrets={"alertsWebhookUrl": "https://hooks.example.com/abc"})
-    [webhook] = _subscriptions(run, "https")
-    assert reveal(webhook.inputs["endpoint"]) == "https://hooks.example.com/abc"
-    assert "https://hooks.example.com/abc" not in json.dumps(run.to_json())
+def test_a_chat_webhook_key_is_refused_with_what_replaces_it(run_stack: RunStack) -> None:
+    """Slack and Teams incoming webhooks cannot confirm an SNS subscription ("Fanout to HTTP/S
+    endpoints"), so the old `alertsWebhookUrl` never delivered; a stack that still sets it is
+    told what to use, without its value being echoed."""
+    with pytest.raises(InvalidConfig) as caught:
+        run_stack("dev", secrets={"alertsWebhookUrl": "https://hooks.slack.com/services/T/B/x"})
+    [line] = [line for line in caught.value.lines if "alertsWebhookUrl" in line]
+    assert line.startswith("stack dev: analytics-platform:alertsWebhookUrl = (not shown): removed")
+    assert "alerts.chatbot" in line
+    assert "alerts.paging" in line
+    assert "hooks.slack.com" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("retry", "allowed"),
+    [({"numRetries": 10, "minDelaySeconds": 20, "maxDelaySeconds": 600}, True),   # 3,100 s
+     ({"numRetries": 12, "minDelaySeconds": 20, "maxDelaySeconds": 600}, False),  # 3,720 s
+     ({"numRetries": 100, "minDelaySeconds": 1, "maxDelaySeconds": 60}, True),    # 3,050 s
+     ({"numRetries": 3, "minDelaySeconds": 3599, "maxDelaySeconds": 3600}, False)],  # re:Post
+)  # fmt: skip
+def test_the_retry_policy_stays_within_snss_3600_second_limit(
+    run_stack: RunStack, retry: dict[str, int], allowed: bool
+) -> None:
+    """ "Amazon SNS message delivery retries": the total policy retry time for an HTTP/S endpoint
+    cannot be greater than 3,600 seconds (a hard limit); SNS refuses such a policy at deploy
+    time. The exponential backoff from minDelay to maxDelay stays under the straight line
+    between them, so numRetries x (min + max) / 2 bounds it; beyond that is a config error."""
+    overrides = _paging(**retry)
+    secrets = {"alertsPagingEndpoint": PAGERDUTY}
+    worst = retry["numRetries"] * (retry["minDelaySeconds"] + retry["maxDelaySeconds"]) / 2
+    assert (worst <= 3600) is allowed
+    if allowed:
+        [paging] = _subscriptions(run_stack("dev", overrides=overrides, secrets=secrets), "https")
+        healthy = json.loads(paging.inputs["deliveryPolicy"])["healthyRetryPolicy"]
+        assert healthy["numRetries"] == retry["numRetries"]
+        return
+    with pytest.raises(InvalidConfig) as caught:
+        run_stack("dev", overrides=overrides, secrets=secrets)
+    [line] = caught.value.lines
+    assert line.startswith("stack dev: analytics-platform:alerts.paging.deliveryRetry = ")
+    assert f"= {worst:g} s of retries; SNS allows at most 3600 s in total" in line
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_chat_reaches_slack_through_aws_chatbot_with_a_guardrail(
+    run_stack: RunStack, stack: str
+) -> None:
+    """ "What is AWS Chatbot?" / "Understanding permissions" (AWS Chatbot Administrator Guide):
+    Chatbot subscribes itself to the SNS topics of a channel configuration and renders alarms;
+    its channel role needs only CloudWatch read ("notifications only" policy), and the
+    guardrail policy caps what any channel member can do (AdministratorAccess when unset)."""
+    run = run_stack(stack)
+    topic_arn = run.one(TOPIC).outputs["arn"]
+    slack = stack_yaml(stack)["config"]["analytics-platform:alerts"]["chatbot"]["slack"][0]
+    [config] = run.of_type("aws:chatbot/slackChannelConfiguration:SlackChannelConfiguration")
+    assert config.inputs["slackTeamId"] == slack["workspaceId"]
+    assert config.inputs["slackChannelId"] == slack["channelId"]
+    assert config.inputs["snsTopicArns"] == [topic_arn]
+    assert config.inputs["guardrailPolicyArns"] == [
+        "arn:aws:iam::aws:policy/CloudWatchReadOnlyAccess"
+    ]
+    assert (
+        config.inputs["configurationName"]
+        == f"analytics-platform-{stack}-alerts-slack-{slack['name']}"
+    )
+    role = run.one("aws:iam/role:Role", "alerts-chatbot")
+    assert config.inputs["iamRoleArn"] == role.outputs["arn"]
+    [trust] = policy_doc(role.inputs["assumeRolePolicy"])["Statement"]
+    assert trust["Principal"] == {"Service": "chatbot.amazonaws.com"}
+    [allowed] = policy_doc(run.one("aws:iam/rolePolicy:RolePolicy", "alerts-chatbot")
+                           .inputs["policy"])["Statement"]  # fmt: skip
+    assert allowed["Action"] == ["cloudwatch:Describe*", "cloudwatch:Get*", "cloudwatch:List*"]
+
+
+def test_teams_channels_reach_chat_through_aws_chatbot_too(run_stack: RunStack) -> None:
+    teams = {"name": "ops", "teamId": "5d1e2c3b-0a9f-4e8d-b7c6-a5b4c3d2e1f0",
+             "tenantId": "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b",
+             "channelId": "19%3ab6ef35dc342d56ba5654e6fc6d25a071%40thread.tacv2"}  # fmt: skip
+    run = run_stack("dev", overrides={"alerts": {"chatbot": {"teams": [teams]}}})
+    [config] = run.of_type("aws:chatbot/teamsChannelConfiguration:TeamsChannelConfiguration")
+    assert (config.inputs["teamId"], config.inputs["tenantId"], config.inputs["channelId"]) == (
+        teams["teamId"], teams["tenantId"], teams["channelId"])  # fmt: skip
+    assert config.inputs["snsTopicArns"] == [run.one(TOPIC).outputs["arn"]]
+    assert (
+        config.inputs["iamRoleArn"] == run.one("aws:iam/role:Role", "alerts-chatbot").outputs["arn"]
+    )
+
+
+def test_without_chat_channels_there_is_no_chatbot_role(run_stack: RunStack) -> None:
+    run = run_stack("dev")
+    assert [r for r in run.of_type("aws:iam/role:Role") if r.name == "alerts-chatbot"] == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_only_the_publisher_needs_the_topic_key(run_stack: RunStack, stack: str) -> None:
+    """ "Encryption at rest" (Amazon SNS Developer Guide): SNS decrypts a message itself just
+    before delivering it, so subscribers (Chatbot, email, HTTPS) need no key grant; the
+    publishers do (CloudWatch alarms, RDS event subscriptions: kms:GenerateDataKey* and
+    kms:Decrypt), else their notifications are dropped silently ("Why didn't I receive an SNS
+    notification for my CloudWatch alarm trigger?"; RDS: "Subscribing to Amazon RDS event
+    notification", encrypted topics)."""
+    statements = _statements(run_stack(stack).one(KEY, "alerts-key").inputs["policy"])
+    services = {
+        json.dumps(s["Principal"]) for s in statements.values() if "Service" in s["Principal"]
+    }
+    assert services == {
+        json.dumps({"Service": "cloudwatch.amazonaws.com"}),
+        json.dumps({"Service": "events.rds.amazonaws.com"}),
+    }
+    assert set(statements["AllowRdsEventsToUseKey"]["Action"]) == {
+        "kms:Decrypt",
+        "kms:GenerateDataKey*",
+    }
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from infra.mock_engine import ProgramRun
+from infra.settings import InvalidConfig
 from tests.conftest import STACKS, RunStack, stack_yaml
 
 API = "aws:apigatewayv2/api:Api"
@@ -257,3 +258,81 @@ def test_node_ports_are_configurable_within_the_kubernetes_range(run_stack: RunS
     services = {s.name: s.inputs["spec"] for s in run.of_type("kubernetes:core/v1:Service")}
     assert services["analytics-api-active"]["ports"][0]["nodePort"] == 31000
     assert services["analytics-api-preview"]["ports"][0]["nodePort"] == 31001
+
+
+PROD_TLS = stack_yaml("prod")["config"]["analytics-platform:api"]["loadBalancerTls"]
+
+
+def test_prod_encrypts_the_hop_from_the_vpc_link_to_the_load_balancer(run_stack: RunStack) -> None:
+    """ "Create an HTTPS listener for your Application Load Balancer" (ELB User Guide): port 443,
+    a certificate, and a security policy; ELBSecurityPolicy-TLS13-1-2-2021-06 is AWS's
+    recommended TLS 1.3 + 1.2 policy. "Working with private integrations for HTTP APIs" (API
+    Gateway Developer Guide): with tlsConfig.serverNameToVerify, API Gateway connects to the
+    listener over TLS, sends that name (SNI) and verifies the certificate against it."""
+    run = run_stack("prod")
+    listener = run.one("aws:lb/listener:Listener").inputs
+    assert listener["protocol"] == "HTTPS"
+    assert listener["port"] == 443
+    assert listener["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert listener["certificateArn"] == PROD_TLS["certificateArn"]
+    for integration in _routes(run).values():
+        assert integration["tlsConfig"] == {"serverNameToVerify": PROD_TLS["serverName"]}
+    link, lb = run.one(SG, "api-vpc-link").id, run.one(SG, "api-lb").id
+    [egress] = [r.inputs for r in run.of_type(EGRESS) if r.inputs["securityGroupId"] == link]
+    [ingress] = [r.inputs for r in run.of_type(INGRESS) if r.inputs["securityGroupId"] == lb]
+    assert (egress["fromPort"], egress["toPort"]) == (443, 443)
+    assert (ingress["fromPort"], ingress["toPort"]) == (443, 443)
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging"])
+def test_without_a_certificate_the_hop_stays_http_inside_the_vpc(
+    run_stack: RunStack, stack: str
+) -> None:
+    run = run_stack(stack)
+    listener = run.one("aws:lb/listener:Listener").inputs
+    assert (listener["protocol"], listener["port"]) == ("HTTP", 80)
+    assert "certificateArn" not in listener
+    assert "sslPolicy" not in listener
+    for integration in _routes(run).values():
+        assert "tlsConfig" not in integration
+
+
+def test_prod_requires_the_load_balancer_certificate(run_stack: RunStack) -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        run_stack("prod", overrides={"api": {}})
+    [line] = [line for line in caught.value.lines if "loadBalancerTls" in line]
+    assert line.startswith("stack prod: analytics-platform:api.loadBalancerTls = (not set): ")
+    assert "encrypts the hop from the VPC link to the load balancer" in line
+
+
+@pytest.mark.parametrize(
+    ("arn", "says"),
+    [("arn:aws:acm:us-east-1:123456789012:certificate/5c1e7b2a-9d4f-4e3b-8a6c-2f0d1e9b7a43",
+      "must be in the stack's region (eu-west-1), not us-east-1"),
+     ("arn:aws:iam::123456789012:server-certificate/lb", "allowed: match pattern")],
+)  # fmt: skip
+def test_the_certificate_must_be_an_acm_certificate_of_the_stacks_region(
+    run_stack: RunStack, arn: str, says: str
+) -> None:
+    """ "Requirements for ACM certificates" / ELB: a listener can use only an ACM certificate of
+    its own region."""
+    tls = {**PROD_TLS, "certificateArn": arn}
+    with pytest.raises(InvalidConfig) as caught:
+        run_stack("prod", overrides={"api": {"loadBalancerTls": tls}})
+    [line] = [line for line in caught.value.lines if "certificateArn" in line]
+    assert line.startswith("stack prod: analytics-platform:api.loadBalancerTls.certificateArn = ")
+    assert says in line
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_security_group_rule_has_a_description(run_stack: RunStack, stack: str) -> None:
+    """ "Security group rules" (Amazon VPC User Guide): a rule's description says why it exists;
+    AWS Config / Security Hub checks and scanners (e.g. Checkov CKV_AWS_23) flag rules without."""
+    run = run_stack(stack)
+    rules = run.of_type(INGRESS) + run.of_type(EGRESS)
+    assert len(rules) == 7  # the chain to both NodePorts, and the database's
+    for rule in rules:
+        description = rule.inputs.get("description", "")
+        assert 0 < len(description) <= 255, rule.urn
+        port = int(rule.inputs["fromPort"])
+        assert f"TCP {port}" in description or "PostgreSQL" in description, description

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from infra.mock_engine import FAKE_DB_PASSWORD, ProgramRun, is_secret, reveal
+from infra.mock_engine import FAKE_DB_PASSWORD, ProgramRun
 from tests.conftest import STACKS, RunStack, stack_yaml
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -37,7 +37,7 @@ def test_prod_has_every_object_of_a_blue_green_service(run_stack: RunStack) -> N
         "kubernetes:core/v1:Namespace": 1,
         "kubernetes:core/v1:ServiceAccount": 1,
         "kubernetes:core/v1:ConfigMap": 1,
-        "kubernetes:core/v1:Secret": 1,
+        "analytics-platform:database:DatabaseAccess": 1,
         DEPLOYMENT: 2,
         SERVICE: 2,
         "kubernetes:policy/v1:PodDisruptionBudget": 2,
@@ -86,26 +86,34 @@ def test_no_secret_looking_value_in_plain_env(run_stack: RunStack) -> None:
     run = run_stack("prod")
     for color in ("blue", "green"):
         for env in _container(run, color)["env"]:
-            assert not any(w in env["name"] for w in ("PASSWORD", "SECRET", "TOKEN")), env
+            # The one TOKEN is a path: Pod Identity's projected token file.
+            name = env["name"].removesuffix("_TOKEN_FILE")
+            assert not any(w in name for w in ("PASSWORD", "SECRET", "TOKEN")), env
         sources = _container(run, color)["envFrom"]
-        assert {"secretRef": {"name": "analytics-api-database"}} in sources
+        assert sources == [{"configMapRef": {"name": "analytics-api-config"}}]
 
 
-def test_database_password_reaches_pods_only_through_a_secret(run_stack: RunStack) -> None:
+def test_pods_connect_as_their_own_role_with_iam_tokens_and_no_password(
+    run_stack: RunStack,
+) -> None:
+    """RDS rotates the managed master password every 7 days by default ("Password management
+    with Amazon RDS and AWS Secrets Manager"): a copy written at deploy time breaks within a
+    week. The pods get no password at all: no Secret, no env, no invoke reading the secret."""
     run = run_stack("prod")
-    secret = run.one("kubernetes:core/v1:Secret")
-    assert is_secret(secret.inputs["stringData"])
-    assert reveal(secret.inputs["stringData"]) == {
-        "DB_USER": "analytics_admin",
-        "DB_PASSWORD": FAKE_DB_PASSWORD,
-    }
-    lookup = next(i for i in run.invokes if i.token.startswith("aws:secretsmanager/"))
-    assert lookup.args["secretId"] == run.outputs["databaseMasterSecretArn"]
+    assert run.of_type("kubernetes:core/v1:Secret") == []
+    assert not [i for i in run.invokes if i.token.startswith("aws:secretsmanager/")]
     assert FAKE_DB_PASSWORD not in json.dumps(run.to_json())
     config = run.one("kubernetes:core/v1:ConfigMap").inputs["data"]
     assert config["DB_HOST"] == run.outputs["databaseEndpoint"]
     assert config["DB_PORT"] == "5432"
-    assert FAKE_DB_PASSWORD not in json.dumps(config)
+    assert config["DB_USER"] == "analytics_api"
+    assert config["DB_USER"] != run.one("aws:rds/instance:Instance").inputs["username"]
+    assert config["DB_AUTH"] == "iam"
+    assert config["AWS_REGION"] == "eu-west-1"
+    assert config["DB_SSLMODE"] == "require"
+    for color in ("blue", "green"):
+        container = _container(run, color)
+        assert "DB_PASSWORD" not in {e["name"] for e in container["env"]}
 
 
 def test_features_become_config_map_settings(run_stack: RunStack) -> None:
@@ -198,11 +206,17 @@ def test_no_ingress_nginx_objects(run_stack: RunStack, stack: str) -> None:
 def test_network_policy_allows_the_app_port_in_and_dns_database_https_out(
     run_stack: RunStack,
 ) -> None:
+    """Out: DNS, PostgreSQL, HTTPS, and the node's EKS Pod Identity agent, which listens on
+    169.254.170.23 and fd00:ec2::23, port 80 ("Understand how EKS Pod Identity works")."""
     spec = run_stack("dev").one("kubernetes:networking.k8s.io/v1:NetworkPolicy").inputs["spec"]
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     assert spec["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
     egress = [(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]]
-    assert sorted(egress) == [(53, "TCP"), (53, "UDP"), (443, "TCP"), (5432, "TCP")]
+    assert sorted(egress) == [(53, "TCP"), (53, "UDP"), (80, "TCP"), (443, "TCP"), (5432, "TCP")]
+    [agent] = [rule for rule in spec["egress"] if "to" in rule]
+    assert agent["ports"] == [{"port": 80, "protocol": "TCP"}]
+    assert agent["to"] == [{"ipBlock": {"cidr": "169.254.170.23/32"}},
+                           {"ipBlock": {"cidr": "fd00:ec2::23/128"}}]  # fmt: skip
 
 
 def _flip(stack: str) -> list[dict[str, Any]]:

@@ -73,9 +73,9 @@ def _providers(run: ProgramRun) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("stack", "expected"),
     [
-        ("dev", {"aws", "kubernetes", "docker"}),
-        ("staging", {"aws", "kubernetes"}),
-        ("prod", {"aws", "aws-dr", "kubernetes"}),
+        ("dev", {"aws", "kubernetes", "docker", "random"}),
+        ("staging", {"aws", "kubernetes", "random"}),
+        ("prod", {"aws", "aws-dr", "kubernetes", "random"}),
     ],
 )
 def test_every_resource_uses_an_explicit_provider(
@@ -105,6 +105,7 @@ def test_every_resource_but_the_providers_sits_under_the_platform(run_stack: Run
         "pulumi:providers:aws",
         "pulumi:providers:aws",
         "pulumi:providers:kubernetes",
+        "pulumi:providers:random",
     ]
 
 

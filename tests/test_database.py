@@ -34,7 +34,9 @@ def test_prod_database_is_multi_az_deletion_protected_and_protected(run_stack: R
     assert record.inputs["deletionProtection"] is True
     assert record.protect is True
     assert record.inputs["skipFinalSnapshot"] is False
-    assert record.inputs["finalSnapshotIdentifier"] == "analytics-platform-prod-database-final"
+    assert record.inputs["finalSnapshotIdentifier"].startswith(
+        "analytics-platform-prod-database-final-"
+    )
 
 
 def test_dev_database_skips_the_final_snapshot_and_is_not_protected(run_stack: RunStack) -> None:
@@ -70,7 +72,7 @@ def test_each_tier_gets_its_row_of_the_table(
     assert db["monitoringInterval"] == interval
     assert db["skipFinalSnapshot"] is not final_snapshot
     assert db["multiAz"] is multi_az
-    roles = run.of_type("aws:iam/role:Role")
+    roles = [r for r in run.of_type("aws:iam/role:Role") if r.name == "database-monitoring"]
     if interval:
         [role] = roles
         assert db["monitoringRoleArn"] == role.outputs["arn"]
@@ -311,3 +313,60 @@ def test_an_instance_class_without_known_vcpus_and_memory_is_refused(run_stack: 
         r"its vCPUs and memory are unknown",
     ):
         run_stack("prod", overrides={"database": {"instanceClass": "db.m7g.48xlarge"}})
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_the_instance_waits_for_the_monitoring_policy_not_only_the_role(
+    run_stack: RunStack, stack: str
+) -> None:
+    """ "Setting up and enabling Enhanced Monitoring" (Amazon RDS User Guide): RDS checks the
+    monitoring role's permissions (AmazonRDSEnhancedMonitoringRole) when the instance is
+    created; a role whose policy is not attached yet fails the first `pulumi up`."""
+    run = run_stack(stack)
+    attachment = run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "database-monitoring")
+    record = run.one(DB, "database")
+    assert attachment.urn in record.dependencies
+    assert (
+        record.inputs["monitoringRoleArn"]
+        == run.one("aws:iam/role:Role", "database-monitoring").outputs["arn"]
+    )
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_each_instance_gets_a_final_snapshot_name_of_its_own(
+    run_stack: RunStack, stack: str
+) -> None:
+    """ "DeleteDBInstance" (Amazon RDS API Reference): FinalDBSnapshotIdentifier must not name an
+    existing snapshot, else DBSnapshotAlreadyExists; the snapshot outlives the instance, so a
+    fixed name fails the second destroy. The suffix is a RandomId created with the instance and
+    destroyed with it: a recreated instance gets a new one, as terraform-aws-modules/rds does
+    (random_id). Changing the name updates the instance in place: it is read only on delete
+    (hashicorp/terraform#1141, "final_snapshot_id isn't ForceNew")."""
+    run = run_stack(stack)
+    suffix = run.one("random:index/randomId:RandomId", "database-final-snapshot")
+    assert suffix.inputs["byteLength"] == 4
+    assert suffix.provider is not None
+    assert "pulumi:providers:random" in suffix.provider
+    name = _db(run)["finalSnapshotIdentifier"]
+    assert name == f"analytics-platform-{stack}-database-final-{suffix.outputs['hex']}"
+    assert re.fullmatch(r"[a-z][a-z0-9-]{0,254}", name)
+    assert "--" not in name
+    # The name is computed from the suffix, so the instance waits for it.
+    assert suffix.urn in run.one(DB, "database").dependencies
+
+
+def test_dev_without_a_final_snapshot_needs_no_random_suffix(run_stack: RunStack) -> None:
+    run = run_stack("dev")
+    assert run.of_type("random:index/randomId:RandomId") == []
+    assert "finalSnapshotIdentifier" not in _db(run)
+
+
+@pytest.mark.parametrize(("stack", "protected"), [("dev", False), ("staging", True),
+                                                  ("prod", True)])  # fmt: skip
+def test_staging_and_prod_databases_have_deletion_protection(
+    run_stack: RunStack, stack: str, protected: bool
+) -> None:
+    """ "Deleting a DB instance" (Amazon RDS User Guide): with deletion protection on, RDS
+    refuses DeleteDBInstance until it is turned off; staging's weeks of test data get it from
+    the tier table, as prod does."""
+    assert _db(run_stack(stack))["deletionProtection"] is protected

@@ -64,7 +64,8 @@ def test_every_kubernetes_object_matches_the_cluster_schema(
             run_stack(stack, overrides={"services": services, "monitoring": prometheus})
         )
     kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "TargetGroupBinding", "Secret",
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "TargetGroupBinding", "Job",
+            "ServiceAccount",
             "ServiceMonitor"} <= kinds  # fmt: skip
     for manifest in objects:
         check(manifest, version)

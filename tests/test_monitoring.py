@@ -409,3 +409,28 @@ def test_the_canary_target_group_has_its_own_host_alarms_and_dashboard_panels(
     assert {(m[1], m[3], m[-1]["stat"]) for m in latency} == {
         ("TargetResponseTime", stable, "p95"), ("TargetResponseTime", preview, "p95")
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_storage_nearing_the_autoscaling_ceiling_pages_through_rds_events(
+    run_stack: RunStack, stack: str
+) -> None:
+    """ "Managing capacity automatically with Amazon RDS storage autoscaling": RDS grows storage
+    when less than 10 % is free, up to the maximum storage threshold, and notifies when the
+    allocation nears that maximum (RDS-EVENT-0224/0225) or autoscaling cannot act (0223);
+    "Amazon RDS event categories and event messages" puts these, storage full (0007) and 90 %
+    used (0089) under "low storage". No CloudWatch metric carries the allocated storage, so the
+    FreeStorageSpace alarm alone, a share of the first allocation, cannot see the ceiling."""
+    run = run_stack(stack)
+    [subscription] = run.of_type("aws:rds/eventSubscription:EventSubscription")
+    assert subscription.inputs["snsTopic"] == run.outputs["alertsTopicArn"]
+    assert subscription.inputs["sourceType"] == "db-instance"
+    instance = run.one("aws:rds/instance:Instance")
+    assert subscription.inputs["sourceIds"] == [instance.id]
+    # RDS refuses a subscription to a source that does not exist yet (SourceNotFound).
+    assert instance.urn in subscription.dependencies
+    assert subscription.inputs["eventCategories"] == ["low storage"]
+    db = run.one("aws:rds/instance:Instance").inputs
+    [alarm] = [a for a in run.of_type(ALARM) if a.name == "monitoring-database-free-storage"]
+    assert f"up to {db['maxAllocatedStorage']:g} GiB" in alarm.inputs["alarmDescription"]
+    assert alarm.inputs["threshold"] < 0.1 * db["allocatedStorage"] * GIB + 1

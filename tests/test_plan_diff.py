@@ -57,12 +57,11 @@ def test_added_and_removed_resources_are_listed(run_stack: RunStack) -> None:
 
 def test_secrets_show_as_secret_and_never_in_plaintext() -> None:
     base = _doc("prod")
-    # A base that held the database Secret's data in the clear (as a leak would).
-    [secret] = [r for r in base["resources"] if r["type"] == "kubernetes:core/v1:Secret"]
-    secret["inputs"]["stringData"] = {"DB_USER": "analytics_admin"}
+    # A base that held the kubeconfig in the clear (as a leak would).
+    [provider] = [r for r in base["resources"] if r["type"] == "pulumi:providers:kubernetes"]
+    provider["inputs"]["kubeconfig"] = "clear-kubeconfig"
     text = render(compare(base, _doc("prod")))
-    assert "`stringData.DB_USER`: `analytics_admin` → `<absent>`" in text
-    assert "`stringData`: `<absent>` → `[secret]`" in text
+    assert "`kubeconfig`: `clear-kubeconfig` → `[secret]`" in text
     assert FAKE_DB_PASSWORD not in text
     assert secret_placeholder("analytics-platform:kubeconfig") not in text
 

@@ -120,6 +120,10 @@ VIOLATIONS: dict[str, tuple[str, Callable[[Doc], None]]] = {
         lambda d: inputs(d, INGRESS, "api-lb-from-vpc-link").update(cidrIpv4="0.0.0.0/0"),
     ),
     "database-port-from-known-groups": ("prod", _db_port_from_a_range),
+    "security-group-rule-descriptions": (
+        "prod",
+        lambda d: inputs(d, INGRESS, "api-lb-from-vpc-link").pop("description"),
+    ),
     "api-access-logging": ("dev", lambda d: inputs(d, STAGE).pop("accessLogSettings")),
     "api-throttling": (
         "prod",

@@ -79,18 +79,22 @@ def test_no_secret_or_ciphertext_reaches_stdout_or_json(
 ) -> None:
     stack_file = stack_yaml("prod")
     stack_file["encryptionsalt"] = "v1:c2FsdHNhbHQ=:v1:MDEyMzQ1Njc4OWFi:dGVzdA=="
-    stack_file["config"]["analytics-platform:alertsWebhookUrl"] = {"secure": REAL_SHAPED_CIPHERTEXT}
+    stack_file["config"]["analytics-platform:alertsPagingEndpoint"] = {
+        "secure": REAL_SHAPED_CIPHERTEXT
+    }
+    stack_file["config"]["analytics-platform:alerts"]["paging"] = {"service": "pagerduty"}
     project = project_copy("prod", stack_file)
     out_file = tmp_path / "out.json"
     assert preview.main(["--stack", "prod", "--json", str(out_file)], project_dir=project) == 0
     captured = capsys.readouterr()
     everything = captured.out + captured.err + out_file.read_text()
     assert REAL_SHAPED_CIPHERTEXT.split(":")[2] not in everything
-    for key in ("alertsWebhookUrl", "kubeconfig"):
+    for key in ("alertsPagingEndpoint", "kubeconfig"):
         assert secret_placeholder(f"analytics-platform:{key}") not in everything
+    assert "offline-placeholder" not in everything
     plan = json.loads(out_file.read_text())
-    webhook = next(r for r in plan["resources"] if r["name"] == "alerts-webhook")
-    assert webhook["inputs"]["endpoint"] == "[secret]"
+    paging = next(r for r in plan["resources"] if r["name"] == "alerts-paging-pagerduty")
+    assert paging["inputs"]["endpoint"] == "[secret]"
     # prod's kubeconfig is built from its EKS cluster and holds no credential (they come
     # from an exec of `aws eks get-token`), so it is shown.
     provider = next(r for r in plan["resources"] if r["type"] == "pulumi:providers:kubernetes")

@@ -17,7 +17,15 @@ from tests.conftest import PROJECT, RunStack, stack_yaml
 MINIMAL = {
     f"{PROJECT}:tags": '{"owner": "data", "costCenter": "cc-1"}',
     f"{PROJECT}:aws": '{"region": "eu-west-1", "allowedAccountIds": ["123456789012"]}',
-    f"{PROJECT}:kubernetes": '{"context": "ctx"}',
+    f"{PROJECT}:kubernetes": '{"context": "ctx", "clusterName": "cluster"}',
+    f"{PROJECT}:api": json.dumps(
+        {
+            "loadBalancerTls": {
+                "certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d",
+                "serverName": "api-internal.example.com",
+            }
+        }
+    ),
     f"{PROJECT}:alerts": '{"emails": ["oncall@example.com"]}',
     f"{PROJECT}:network": json.dumps(
         {
@@ -45,7 +53,7 @@ def test_each_tier_fills_in_its_defaults(environment: str, protect: bool, kms_wi
     assert settings.environment == environment
     assert settings.protect_stateful_resources is protect
     assert settings.kms_deletion_window_days == kms_window
-    assert settings.alerts.webhook_retry.num_retries == 10
+    assert settings.alerts.paging is None
 
 
 def _is_subset(part: Any, whole: Any) -> bool:
@@ -71,9 +79,13 @@ def test_a_stack_overrides_a_tier_default() -> None:
 
 
 def test_nested_keys_are_camel_case() -> None:
-    settings = parse("dev", alerts='{"webhookRetry": {"numRetries": 3, "maxDelaySeconds": 60}}')
-    assert settings.alerts.webhook_retry.num_retries == 3
-    assert settings.alerts.webhook_retry.max_delay_seconds == 60
+    values = {**MINIMAL, f"{PROJECT}:environment": "dev", f"{PROJECT}:alerts": json.dumps(
+        {"paging": {"service": "opsgenie",
+                    "deliveryRetry": {"numRetries": 3, "maxDelaySeconds": 60}}})}  # fmt: skip
+    settings = parse_settings(PROJECT, "dev", values, [f"{PROJECT}:alertsPagingEndpoint"])
+    assert settings.alerts.paging is not None
+    assert settings.alerts.paging.delivery_retry.num_retries == 3
+    assert settings.alerts.paging.delivery_retry.max_delay_seconds == 60
 
 
 def test_any_stack_name_works_with_an_environment(run_stack: RunStack) -> None:
@@ -91,26 +103,28 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, Any], list[str], str, str]] = [
     ("wrong type at top level", "dev", {"kmsDeletionWindowDays": "soon"}, [],
      "kmsDeletionWindowDays", "valid integer"),
     ("unknown top-level key", "dev", {"databse": {"instanceClass": "db.t4g.micro"}}, [],
-     "analytics-platform:databse", "unknown key; allowed keys here: alerts, alertsWebhookUrl"),
+     "analytics-platform:databse", "unknown key; allowed keys here: alerts, alertsPagingEndpoint"),
     ("unknown nested key", "dev", {"alerts": {"emailz": ["a@example.com"]}}, [],
-     "alerts.emailz", "unknown key; allowed keys here: emails, webhookRetry"),
+     "alerts.emailz", "unknown key; allowed keys here: emails, chatbot, paging"),
     ("missing environment", "dev", {}, ["environment"], "analytics-platform:environment",
      "(not set): required key is not set"),
     ("unknown environment", "dev", {"environment": "qa"}, [], "environment",
      "allowed: 'dev', 'staging' or 'prod'"),
-    ("out-of-range number", "dev", {"alerts": {"webhookRetry": {"numRetries": 500}}}, [],
-     "alerts.webhookRetry.numRetries", "= 500: allowed: less than or equal to 100"),
+    ("out-of-range number", "dev",
+     {"alerts": {"paging": {"service": "pagerduty", "deliveryRetry": {"numRetries": 500}}}}, [],
+     "alerts.paging.deliveryRetry.numRetries", "= 500: allowed: less than or equal to 100"),
     ("out of range for the tier", "prod", {"kmsDeletionWindowDays": 7}, [],
      "kmsDeletionWindowDays", "at least 30 days"),
-    ("inconsistent range", "dev", {"alerts": {"webhookRetry": {"minDelaySeconds": 900}}}, [],
-     "alerts.webhookRetry", "must not exceed maxDelaySeconds"),
+    ("inconsistent range", "dev",
+     {"alerts": {"paging": {"service": "pagerduty", "deliveryRetry": {"minDelaySeconds": 900}}}},
+     [], "alerts.paging.deliveryRetry", "must not exceed maxDelaySeconds"),
     ("bad email", "dev", {"alerts": {"emails": ["not-an-email"]}}, [], "alerts.emails[0]",
      '"not-an-email"'),
     ("production safety off", "prod", {"protectStatefulResources": False}, [],
      "protectStatefulResources", "production safety"),
     ("prod not pinned to an account", "prod", {"aws": {"region": "eu-west-1"}}, [],
      "aws.allowedAccountIds", "must pin its AWS account"),
-    ("nobody paged in staging", "staging", {"alerts": {"emails": []}}, ["alertsWebhookUrl"],
+    ("nobody paged in staging", "staging", {"alerts": {"emails": [], "chatbot": {}}}, [],
      "alerts.emails", "must page somebody"),
     ("no cluster to talk to", "dev", {"kubernetes": {}}, [], "kubernetes.clusterName",
      "ambient kubeconfig is never used"),
@@ -177,8 +191,11 @@ def test_invalid_config_is_a_run_error_so_pulumi_prints_no_traceback() -> None:
 
 
 def test_a_plaintext_secret_is_refused_without_echoing_it() -> None:
-    values = {**MINIMAL, f"{PROJECT}:environment": "dev",
-              f"{PROJECT}:alertsWebhookUrl": "https://hooks.example.com/T0/B0/hunter2"}  # fmt: skip
+    values = {
+        **MINIMAL,
+        f"{PROJECT}:environment": "dev",
+        f"{PROJECT}:alertsPagingEndpoint": "https://events.pagerduty.com/k/hunter2",
+    }
     with pytest.raises(InvalidConfig) as caught:
         parse_settings(PROJECT, "dev", values, [])
     assert "must be a secret" in str(caught.value)
@@ -195,12 +212,16 @@ def test_malformed_object_text_is_reported_once() -> None:
 def test_secrets_are_read_as_secret_outputs(run_stack: RunStack) -> None:
     run = run_stack(
         "prod",
-        secrets={"alertsWebhookUrl": "https://hooks.example.com/x", "kubeconfig": "apiVersion: v1"},
+        overrides={"alerts": {"paging": {"service": "pagerduty"}}},
+        secrets={
+            "alertsPagingEndpoint": "https://events.pagerduty.com/integration/k/enqueue",
+            "kubeconfig": "apiVersion: v1",
+        },
     )
     provider = run.one("pulumi:providers:kubernetes")
     assert is_secret(provider.inputs["kubeconfig"])
-    webhook = run.one("aws:sns/topicSubscription:TopicSubscription", "alerts-webhook")
-    assert is_secret(webhook.inputs["endpoint"])
+    paging = run.one("aws:sns/topicSubscription:TopicSubscription", "alerts-paging-pagerduty")
+    assert is_secret(paging.inputs["endpoint"])
 
 
 def test_required_secrets_get_offline_stand_ins_marked_secret(project_copy: Any) -> None:

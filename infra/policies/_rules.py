@@ -141,7 +141,9 @@ SECRET_KEY = re.compile(
 )
 # Not secrets, whatever their names say.
 _NOT_SECRET_KEY = re.compile(
-    r"(secret_?(arn|id|name|ref|key_?ref)|secretName|secretRef|token_?(url|ttl|file))$|"
+    r"(secret_?(arn|id|name|ref|key_?ref)|secretName|secretRef|token_?(url|ttl|file)|"
+    # EKS Pod Identity's agent URL, not a credential.
+    r"credentials_full_uri)$|"
     r"^(manageMasterUserPassword|masterUserSecretKmsKeyId|automountServiceAccountToken)$|"
     r"^skip",
     re.IGNORECASE,

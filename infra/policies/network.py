@@ -12,6 +12,7 @@ from infra.policies._rules import get, resource_rule, stack_rule
 CATEGORY = "network"
 GROUP = "aws:ec2/securityGroup:SecurityGroup"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 OPEN = {"0.0.0.0/0", "::/0"}
 
@@ -34,6 +35,18 @@ def _no_open_ingress(args: ResourceValidationArgs) -> Iterable[str]:
     for rule in rules:
         for source in sorted(_open_sources(rule)):
             yield f"ingress from {source} opens this group to the whole internet"
+
+
+def _described(args: ResourceValidationArgs) -> Iterable[str]:
+    props = args.props
+    if args.resource_type == GROUP:
+        inline = [*(props.get("ingress") or []), *(props.get("egress") or [])]
+        rules = [r for r in inline if isinstance(r, Mapping)]
+    else:
+        rules = [props]
+    for rule in rules:
+        if not str(rule.get("description") or "").strip():
+            yield "a security group rule without a description: say what it lets through and why"
 
 
 def _database_port(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
@@ -82,6 +95,10 @@ POLICIES = [
                   [GROUP, INGRESS, RULE], _no_open_ingress,
                   "Reference the calling security group (referenced_security_group_id) instead "
                   "of an address range; the API gateway is the only public entry."),
+    resource_rule("security-group-rule-descriptions", CATEGORY,
+                  "Every security group rule has a description.", [GROUP, INGRESS, EGRESS, RULE],
+                  _described, "Pass description= to the rule: what it lets through and why "
+                  "(infra/api_gateway.py, infra/database.py)."),
     stack_rule("database-port-from-known-groups", CATEGORY,
                "The database's security group admits only its port, only from security groups.",
                _database_port, "Allow the database port with a SecurityGroupIngressRule whose "
