@@ -905,9 +905,12 @@ def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> 
         for key in settings.required_secrets
         if key not in secrets
     ]
-    return [Problem(path, _show(value), why) for broken, path, value, why in checks if broken] + (
-        missing
-    )
+    broken_checks = [
+        Problem(path, None if value is None else _show(value), why)
+        for broken, path, value, why in checks
+        if broken
+    ]
+    return broken_checks + missing
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

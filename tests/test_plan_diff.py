@@ -55,13 +55,21 @@ def test_added_and_removed_resources_are_listed(run_stack: RunStack) -> None:
     assert "- **add** `aws:sns/topicSubscription:TopicSubscription` `alerts-email-" in reverse
 
 
-def test_secrets_show_as_secret_and_never_in_plaintext() -> None:
-    base = _doc("prod")
+def test_secrets_show_as_secret_and_never_in_plaintext(run_stack: RunStack) -> None:
+    endpoint = "https://events.pagerduty.com/integration/k/enqueue"
+    head = json.loads(json.dumps(run_stack(
+        "prod",
+        overrides={"alerts": {"emails": ["oncall@example.com"],
+                              "paging": {"service": "pagerduty"}}},
+        secrets={"alertsPagingEndpoint": endpoint, "kubeconfig": "apiVersion: v1"},
+    ).to_json()))  # fmt: skip
+    base = json.loads(json.dumps(head))
     # A base that held the kubeconfig in the clear (as a leak would).
     [provider] = [r for r in base["resources"] if r["type"] == "pulumi:providers:kubernetes"]
     provider["inputs"]["kubeconfig"] = "clear-kubeconfig"
-    text = render(compare(base, _doc("prod")))
+    text = render(compare(base, head))
     assert "`kubeconfig`: `clear-kubeconfig` → `[secret]`" in text
+    assert endpoint not in render(compare(_doc("prod"), head))
     assert FAKE_DB_PASSWORD not in text
     assert secret_placeholder("analytics-platform:kubeconfig") not in text
 

@@ -213,7 +213,7 @@ def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def test_the_real_command_writes_json_and_exits_0(tmp_path: Path) -> None:
     result = _cli("--stack", "prod", "--json", str(tmp_path / "out.json"))
     assert result.returncode == 0, result.stderr
-    assert "[secret]" in result.stdout
+    assert "Offline preview of analytics-platform/prod" in result.stdout
     # No warning, no note (no required secret is missing), no traceback.
     assert result.stderr.strip() == ""
     assert json.loads((tmp_path / "out.json").read_text())["stack"] == "prod"

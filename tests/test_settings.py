@@ -138,7 +138,7 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, Any], list[str], str, str]] = [
      "analytics-platform:kubeconfig = "
      "(not set)", "set it: pulumi config set --secret kubeconfig < kubeconfig.yaml"),
     ("unknown required secret", "dev", {"requiredSecrets": ["dbPassword"]}, [],
-     "requiredSecrets[0]", "'alertsWebhookUrl' or 'kubeconfig'"),
+     "requiredSecrets[0]", "'alertsPagingEndpoint' or 'kubeconfig'"),
     ("one NodePort for both target groups", "dev", {"api": {"previewNodePort": 30080}}, [],
      "api", "nodePort and previewNodePort must differ"),
     # HorizontalPodAutoscalerSpec.minReplicas is at least 1 unless the alpha HPAScaleToZero
