@@ -112,6 +112,8 @@ class TierPolicy(BaseModel):
     require_enhanced_monitoring: bool
     # Cost guard: instance classes a stack of this tier may run the database on (regex).
     database_instance_classes: str
+    # Images are pinned by digest (what was built and tested is what runs), not by tag.
+    require_image_digest: bool
 
 
 class Tier(BaseModel):
@@ -174,6 +176,7 @@ TIERS: dict[Environment, Tier] = {
             require_performance_insights=False,
             require_enhanced_monitoring=False,
             database_instance_classes=r"db\.t4g\.(micro|small|medium)",
+            require_image_digest=False,
         ),
     ),
     "staging": Tier(
@@ -227,6 +230,7 @@ TIERS: dict[Environment, Tier] = {
             require_performance_insights=True,
             require_enhanced_monitoring=True,
             database_instance_classes=r"db\.(t4g|m7g|m6g)\.(medium|large|xlarge)",
+            require_image_digest=True,
         ),
     ),
     "prod": Tier(
@@ -280,6 +284,7 @@ TIERS: dict[Environment, Tier] = {
             require_performance_insights=True,
             require_enhanced_monitoring=True,
             database_instance_classes=r"db\.(m7g|m6g|r7g|r6g)\.(large|\d*xlarge)",
+            require_image_digest=True,
         ),
     ),
 }

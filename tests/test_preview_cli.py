@@ -172,7 +172,7 @@ def test_an_unknown_stack_exits_2_and_lists_the_stacks(capsys: pytest.CaptureFix
 
 def test_a_program_error_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "Pulumi.yaml").write_text("name: failing\nruntime: python\nmain: prog/\n")
-    (tmp_path / "Pulumi.x.yaml").write_text("config: {}\n")
+    (tmp_path / "Pulumi.x.yaml").write_text('config:\n  pulumi:disable-default-providers: ["*"]\n')
     (tmp_path / "prog").mkdir()
     (tmp_path / "prog" / "__main__.py").write_text("raise RuntimeError('boom')\n")
     assert preview.main(["--stack", "x"], project_dir=tmp_path) == 1
