@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -160,10 +160,14 @@ def quantity(text: str) -> Decimal:
         raise ValueError(f"not {QUANTITY_SHAPE}") from None
 
 
-def repeated(entries: Sequence[Any], key: Any = lambda entry: entry) -> list[Any]:
+def _same(entry: Any) -> Any:
+    return entry
+
+
+def repeated(entries: Sequence[Any], key: Callable[[Any], Any] = _same) -> list[Any]:
     """The entries that appear more than once, in order of their second appearance."""
     seen: set[Any] = set()
-    again = []
+    again: list[Any] = []
     for entry in entries:
         marker = key(entry)
         if marker in seen and entry not in again:

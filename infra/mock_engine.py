@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
+from pulumi.output import Unknown
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as runtime_settings
@@ -40,6 +41,7 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_in_stack
 
 MASKED = "[secret]"
+UNKNOWN = "[unknown]"  # how the JSON and the plan show a value a preview does not know
 STACK_TYPE = "pulumi:pulumi:Stack"
 FAKE_ACCOUNT_ID = "123456789012"
 FAKE_DB_PASSWORD = "offline-fake-db-password"  # noqa: S105 - a fake  # nosec B105
@@ -69,6 +71,11 @@ def is_secret(value: Any) -> bool:
     return bool(rpc.is_rpc_secret(value))
 
 
+def is_unknown(value: Any) -> bool:
+    """A value a preview does not know yet (an output of a resource not created)."""
+    return isinstance(value, Unknown) or (isinstance(value, str) and value == rpc.UNKNOWN)
+
+
 def reveal(value: Any) -> Any:
     """The value inside a secret wrapper, for tests that check where a secret is wired."""
     return rpc.unwrap_rpc_secret(value)
@@ -92,6 +99,8 @@ def mask_secrets(value: Any) -> Any:
     """
     if is_secret(value):
         return MASKED
+    if is_unknown(value):
+        return UNKNOWN
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, Mapping):

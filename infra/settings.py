@@ -58,9 +58,13 @@ def _log_retention(days: int) -> int:
 LogRetentionDays = Annotated[int, AfterValidator(_log_retention)]
 
 
+def _folded(entry: Any) -> Any:
+    return entry.lower() if isinstance(entry, str) else entry
+
+
 def _no_repeats(entries: tuple[Any, ...]) -> tuple[Any, ...]:
     # Case-insensitively: the same address or id in another case is the same entry to AWS.
-    again = repeated(entries, key=lambda e: e.lower() if isinstance(e, str) else e)
+    again = repeated(entries, key=_folded)
     if again:
         raise ValueError(f"{again[0]} is listed twice; list each entry once")
     return entries
@@ -710,7 +714,14 @@ _MESSAGE_PREFIXES = ("Input should be ", "Value error, ", "String should ", "Tup
 
 
 def _from_validation_error(exc: ValidationError) -> list[Problem]:
-    return [_problem(err) for err in exc.errors(include_url=False)]
+    problems = [_problem(err) for err in exc.errors(include_url=False)]
+    # A list whose entry failed also reports itself (e.g. "at least 1 item"): only the entry's
+    # own line is the real one.
+    return [
+        p
+        for p in problems
+        if not any(q.path.startswith((f"{p.path}.", f"{p.path}[")) for q in problems)
+    ]
 
 
 def _problem(err: Any) -> Problem:
@@ -730,7 +741,9 @@ def _problem(err: Any) -> Problem:
     if kind == "string_pattern_mismatch":
         shape = _SHAPES.get(str((err.get("ctx") or {}).get("pattern")), "the documented shape")
         return Problem(path, _show(value), f"allowed: {shape}")
-    message = err["msg"]
+    message = (
+        err["msg"].replace("a valid tuple", "a list").replace("a valid dictionary", "a mapping")
+    )
     for prefix in _MESSAGE_PREFIXES:
         if message.startswith(prefix):
             message = message[len(prefix) :]
