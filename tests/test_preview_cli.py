@@ -213,7 +213,7 @@ def test_the_prod_plan_shows_what_a_reviewer_checks_first(
 ) -> None:
     """The database line leads with class, storage, Multi-AZ, deletion protection, encryption and
     public access; each Deployment with its image and replicas, whatever their input order."""
-    assert preview.main(["--stack", "prod"]) == 0
+    preview.render_plan(unchanged_run("prod"), sys.stdout)
     out = capsys.readouterr().out
     [database] = [
         line for line in out.splitlines() if "aws:rds/instance:Instance  database" in line
@@ -233,7 +233,7 @@ def test_the_prod_plan_shows_what_a_reviewer_checks_first(
 
 
 def test_an_alarm_line_shows_its_metric_and_threshold(capsys: pytest.CaptureFixture[str]) -> None:
-    assert preview.main(["--stack", "dev"]) == 0
+    preview.render_plan(unchanged_run("dev"), sys.stdout)
     out = capsys.readouterr().out
     [line] = [line for line in out.splitlines() if "MetricAlarm  monitoring-api-5xx-rate" in line]
     assert "metric=5xx namespace=AWS/ApiGateway statistic=Average" in line
