@@ -71,6 +71,8 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
      "analytics-platform:api.customDomain.certificateArn", "in the API's region"),
     ("default providers not disabled", _stack("dev", remove="pulumi:disable-default-providers"),
      "pulumi:disable-default-providers", "required: a list holding \"*\""),
+    ("malformed secure value", _stack("prod", alertsWebhookUrl={"secure": "v1:abc"}),
+     "analytics-platform:alertsWebhookUrl: malformed secure value", "v1:<12-byte nonce"),
     ("alert email listed twice", _stack("dev", alerts={
         "emails": ["oncall@example.com", "OnCall@example.com"]}),
      "analytics-platform:alerts.emails", "OnCall@example.com is listed twice"),
