@@ -18,8 +18,11 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
+# IMAGE_REFERENCE is re-exported for the release tool; its image rule is validate_image_reference.
 from infra.config_rules import (
-    IMAGE_REFERENCE,
+    IMAGE_REFERENCE as IMAGE_REFERENCE,
+)
+from infra.config_rules import (
     MIN_WINDOW_MINUTES,
     PathError,
     daily_window,
@@ -233,9 +236,6 @@ class ApiSettings(ConfigModel):
     service: str = Field(default="analytics-api", pattern=r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
     node_port: int = Field(default=30080, ge=30000, le=32767)
     custom_domain: CustomDomainSettings | None = None
-
-
-__all__ = ["IMAGE_REFERENCE", "validate_image_reference"]  # the release tool's image rule
 
 
 class ImageSettings(ConfigModel):
@@ -701,11 +701,9 @@ _SHAPES: dict[str, str] = {
     r"^[A-Za-z0-9-]{1,64}$": "an HTTP header name: up to 64 letters, digits or -",
     r"^[a-z][a-zA-Z0-9_]{0,62}$": "a lowercase letter, then up to 62 letters, digits or _",
     r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$":
-        "a Kubernetes label key: an optional DNS prefix and /, then "
-    + _LABEL,
+        "a Kubernetes label key: an optional DNS prefix and /, then " + _LABEL,
     r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$":
-        "a Kubernetes label value: empty, or "
-    + _LABEL,
+        "a Kubernetes label value: empty, or " + _LABEL,
 }
 # fmt: on
 
