@@ -12,10 +12,14 @@ export IMAGE_TAG ?= $(shell git rev-parse HEAD 2>/dev/null)
 
 .PHONY: preview test lint typecheck security pytest bench state-snapshot constraints policy-pack clean
 
+# The first run takes about two minutes; say so, and what is happening, instead of going quiet.
 $(STAMP): requirements.txt infra/requirements.txt requirements-dev.txt app/requirements.txt constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	touch $@
+	@echo "==> setting up $(VENV) (first run: about 2 minutes)"
+	@test -x $(PY) || { echo "==> creating the virtualenv with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> installing the pinned requirements (requirements-dev.txt, constraints.txt)"
+	$(PY) -m pip install --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+	@echo "==> $(VENV) is ready"
 
 preview: $(STAMP)
 	$(PY) -m infra.preview --stack $(STACK) $(if $(JSON),--json $(JSON))

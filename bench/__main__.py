@@ -19,7 +19,7 @@ import statistics
 import subprocess  # times our own commands  # nosec B404
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +126,14 @@ def _row(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def report(runs: int, test_runs: int) -> str:
-    lines = [
+def report(runs: int, test_runs: int) -> Iterator[str]:
+    """The report's lines, each yielded as soon as its figure is measured."""
+    yield from [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {platform.platform()}; median of {runs} runs",
         "",
     ]
-    lines += [
+    yield from [
         _row(
             [
                 "Stack",
@@ -151,7 +152,7 @@ def report(runs: int, test_runs: int) -> str:
         seconds, floor, count = preview_and_floor(stack, runs)
         wall, peak = cli_wall_and_peak(stack, max(1, runs // 2))
         outputs_preview, outputs_floor = tracked_outputs(stack)
-        lines.append(
+        yield (
             _row(
                 [
                     stack,
@@ -165,7 +166,7 @@ def report(runs: int, test_runs: int) -> str:
                 ]
             )
         )
-    lines += [
+    yield from [
         "",
         _row(
             ["prod with N services", "Resources", "Preview (s)", "ms per resource", "vs 1 service"]
@@ -181,10 +182,8 @@ def report(runs: int, test_runs: int) -> str:
         count = len(preview("prod", services).resources)
         cost = seconds / count * 1000
         base_cost = base_cost or cost
-        lines.append(
-            _row([services, count, f"{seconds:.3f}", f"{cost:.2f}", f"{cost / base_cost:.2f}x"])
-        )
-    lines += [
+        yield (_row([services, count, f"{seconds:.3f}", f"{cost:.2f}", f"{cost / base_cost:.2f}x"]))
+    yield from [
         "",
         _row(["Stack", "Critical path (min)", "Slowest resource (min)", "Chain"]),
         _row(["---"] * 4),
@@ -192,7 +191,7 @@ def report(runs: int, test_runs: int) -> str:
     for stack in STACKS:
         path = critical_path(preview(stack))
         chain = " → ".join(f"{r.name} ({minutes(r.type):g})" for r in path.chain)
-        lines.append(
+        yield (
             _row(
                 [
                     stack,
@@ -203,8 +202,9 @@ def report(runs: int, test_runs: int) -> str:
             )
         )
     if test_runs:
-        lines += ["", f"make test: {make_test_seconds(test_runs):.0f} s (median of {test_runs})"]
-    return "\n".join(lines)
+        yield ""
+        print(f"(timing make test, {test_runs} runs...)", file=sys.stderr, flush=True)
+        yield f"make test: {make_test_seconds(test_runs):.0f} s (median of {test_runs})"
 
 
 def ratio(runs: int) -> float:
@@ -233,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.ratio_json.write_text(json.dumps({"ratio": value}) + "\n")
         print(f"prod preview / floor: {value:.2f}x")
         return 0
-    print(report(args.runs, 0 if args.skip_make_test else args.test_runs))
+    # Each line as soon as it is measured: the whole report takes minutes.
+    for line in report(args.runs, 0 if args.skip_make_test else args.test_runs):
+        print(line, flush=True)
     return 0
 
 

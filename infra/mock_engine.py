@@ -8,6 +8,12 @@ outputs. It imports nothing from the program, so that it can load the program ex
 `getPwdMain`) and `pulumi.get_root_directory()` the folder that holds Pulumi.yaml.
 
 Applies run: the runtime is configured with `dry_run=False`, so every `Output` resolves.
+`preview=True` runs the program as `pulumi preview` does before a first `pulumi up`: ids and
+computed outputs of the resources are unknown, so applies on them do not run.
+`run_like_pulumi_up` does both, in that order, and fails when they register different URNs.
+
+The engine refuses what the Pulumi engine refuses: a stack name outside Pulumi's rules, and two
+resources with the same URN.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import runpy
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
+from pulumi.output import Unknown
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as runtime_settings
@@ -35,14 +44,39 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_in_stack
 
 MASKED = "[secret]"
+UNKNOWN = "[unknown]"  # how the JSON and the plan show a value a preview does not know
 STACK_TYPE = "pulumi:pulumi:Stack"
 FAKE_ACCOUNT_ID = "123456789012"
 FAKE_DB_PASSWORD = "offline-fake-db-password"  # noqa: S105 - a fake  # nosec B105
 FAKE_ECR_PASSWORD = "offline-ecr-password"  # noqa: S105 - a fake  # nosec B105
+# pulumi/pulumi sdk/go/common/tokens (ValidateStackName, stackNameAndProjectRegexp): letters,
+# digits, `-`, `_` and `.`, at most 100 characters.
+_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+class EngineError(Exception):
+    """What the Pulumi engine itself would refuse: the run stops with this one line."""
+
+
+def stack_name_problem(stack: str) -> str | None:
+    """Why Pulumi would refuse `stack` as a stack name, or None."""
+    if len(stack) > 100:
+        return f"stack name {stack[:20]!r}... is {len(stack)} characters; Pulumi allows at most 100"
+    if not _STACK_NAME.fullmatch(stack):
+        return (
+            f"stack name {stack!r} is not one Pulumi accepts: stack names may only contain "
+            "letters, digits, hyphens, underscores and periods (1 to 100 characters)"
+        )
+    return None
 
 
 def is_secret(value: Any) -> bool:
     return bool(rpc.is_rpc_secret(value))
+
+
+def is_unknown(value: Any) -> bool:
+    """A value a preview does not know yet (an output of a resource not created)."""
+    return isinstance(value, Unknown) or (isinstance(value, str) and value == rpc.UNKNOWN)
 
 
 def reveal(value: Any) -> Any:
@@ -68,6 +102,8 @@ def mask_secrets(value: Any) -> Any:
     """
     if is_secret(value):
         return MASKED
+    if is_unknown(value):
+        return UNKNOWN
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, Mapping):
@@ -345,9 +381,14 @@ class FakeCloud(pulumi_mocks.Mocks):
     """
 
     def __init__(
-        self, account_id: str = FAKE_ACCOUNT_ID, subnet_zones: Mapping[str, str] | None = None
+        self,
+        account_id: str = FAKE_ACCOUNT_ID,
+        subnet_zones: Mapping[str, str] | None = None,
+        preview: bool = False,
     ) -> None:
         self.account_id = account_id
+        # In a preview, nothing is created yet: a resource's id and computed outputs are unknown.
+        self.preview = preview
         # subnet id -> AZ letter; subnets not listed get the next unused letter.
         self._subnet_zones = dict(subnet_zones or {})
         self._provider_regions: dict[str, str] = {}
@@ -476,6 +517,9 @@ class FakeCloud(pulumi_mocks.Mocks):
                 allowed = json.loads(str(inputs.get("allowedAccountIds") or "[]"))
                 self._provider_accounts[uid] = allowed[0] if allowed else self.account_id
             return uid, inputs
+        if self.preview:
+            # What a provider's preview of a create answers: no id, only the inputs.
+            return "", inputs
         new = _New(
             args.name, inputs, self._region(args.provider), self._account(args.provider), uid
         )
@@ -495,6 +539,10 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.records: list[ResourceRecord] = []
         self.stack_urn: str | None = None
         self.stack_outputs: dict[str, Any] = {}
+        # The engine's error for each URN registered a second time.
+        self.duplicates: list[str] = []
+        self._registered: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         # pulumi's MockMonitor keeps only the parent's own type, so a renamed grandparent would
@@ -503,6 +551,13 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return engine_urn(stack, project, parent or None, type_, name)
 
     def RegisterResource(self, request: Any) -> Any:
+        urn = self.make_urn(request.parent, request.type, request.name)
+        with self._lock:  # registrations arrive on several executor threads at once
+            first = self._registered.setdefault(urn, request)
+        if first is not request:
+            # Raising here would fail every Output of the resource at once; the run reports it
+            # when it ends instead (run_program).
+            self.duplicates.append(self._duplicate(urn, first, request))
         response = super().RegisterResource(request)
         if request.type == STACK_TYPE:
             self.stack_urn = response.urn
@@ -531,10 +586,38 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         )
         return response
 
+    def _duplicate(self, urn: str, first_request: Any, request: Any) -> str:
+        """The Pulumi engine's own message (pkg/resource/deploy, GetDuplicateResourceURNError),
+        with both registrations told apart by the inputs in which they differ."""
+        first = mask_secrets(rpc.deserialize_properties(first_request.object))
+        second = mask_secrets(rpc.deserialize_properties(request.object))
+        differ = [k for k in sorted(set(first) | set(second)) if first.get(k) != second.get(k)]
+        differ = [k for k in differ if k in second][:2]
+
+        def show(inputs: dict[str, Any]) -> str:
+            return ", ".join(f"{k}={_brief(inputs.get(k))}" for k in differ) or "same inputs"
+
+        return (
+            f"Duplicate resource URN '{urn}'; try giving it a unique name: {request.type} "
+            f"{request.name!r} under {_parent_name(request.parent, self.stack_urn)} is "
+            f"registered twice (first: {show(first)}; second: {show(second)})"
+        )
+
     def RegisterResourceOutputs(self, request: Any) -> Any:
         if request.urn == self.stack_urn:
             self.stack_outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
         return super().RegisterResourceOutputs(request)
+
+
+def _brief(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _parent_name(parent: str | None, stack_urn: str | None) -> str:
+    if not parent or parent == stack_urn:
+        return "the stack"
+    return f"{parent.split('::')[2].rsplit('$', 1)[-1]} {parent.rsplit('::', 1)[1]!r}"
 
 
 class _ListHandler(logging.Handler):
@@ -564,12 +647,18 @@ def run_program(
     config: Mapping[str, str],
     secret_keys: Iterable[str] = (),
     mocks: FakeCloud | None = None,
+    preview: bool = False,
 ) -> ProgramRun:
     """Run the Pulumi program in `main_dir` once, on a fresh event loop with fresh mocks.
 
-    Raises whatever the program raises (after the runtime has settled), as `pulumi up` would.
+    Raises whatever the program raises (after the runtime has settled), as `pulumi up` would;
+    EngineError for what the engine refuses. `preview` runs it as `pulumi preview` does.
     """
+    problem = stack_name_problem(stack)
+    if problem:
+        raise EngineError(problem)
     cloud = mocks or FakeCloud()
+    cloud.preview = preview
     monitor = RecordingMonitor(cloud)
     handler = _ListHandler()
     main = str(main_dir)
@@ -585,10 +674,13 @@ def run_program(
     cwd = os.getcwd()
     os.chdir(main)
     try:
-        run_in_runtime(program, monitor, project, stack, config, secret_keys, root, handler)
+        run_in_runtime(program, monitor, project, stack, config, secret_keys, root, handler,
+                       dry_run=preview)  # fmt: skip
     finally:
         os.chdir(cwd)
         sys.path.remove(main)
+    if monitor.duplicates:
+        raise EngineError(monitor.duplicates[0])
     return ProgramRun(
         project=project,
         stack=stack,
@@ -611,8 +703,9 @@ def run_in_runtime(
     secret_keys: Iterable[str],
     root_directory: Path,
     log_handler: logging.Handler | None = None,
+    dry_run: bool = False,
 ) -> None:
-    """Run `program` as the language host would, against `monitor`, with `dry_run=False`."""
+    """Run `program` as the language host would, against `monitor`."""
     logger = logging.getLogger(f"offline-engine.{stack}")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
@@ -639,7 +732,7 @@ def run_in_runtime(
             engine=pulumi_mocks.MockEngine(logger),
             project=project,
             stack=stack,
-            dry_run=False,
+            dry_run=dry_run,
             organization="organization",
             root_directory=str(root_directory),
             callbacks=None,
@@ -656,3 +749,41 @@ def run_in_runtime(
             thread_loop.close()
         asyncio.set_event_loop(None)
         runtime_settings.ROOT.set(None)
+
+
+def preview_pass_problems(update: ProgramRun, preview: ProgramRun) -> list[str]:
+    """How the preview pass differs from the update pass, one line per URN.
+
+    `pulumi preview` shows what `pulumi up` will do only if the program registers the same
+    resources whether or not outputs are known (a resource created inside an `apply` is not).
+    """
+    updated, previewed = {r.urn for r in update.resources}, {r.urn for r in preview.resources}
+    return [
+        f"stack {update.stack}: {urn} is registered only when outputs are known (pulumi up), "
+        "not in pulumi preview: create resources outside `apply`"
+        for urn in sorted(updated - previewed)
+    ] + [
+        f"stack {update.stack}: {urn} is registered only in pulumi preview, not by pulumi up"
+        for urn in sorted(previewed - updated)
+    ]
+
+
+def run_like_pulumi_up(
+    main_dir: Path,
+    project: str,
+    stack: str,
+    config: Mapping[str, str],
+    secret_keys: Iterable[str] = (),
+) -> ProgramRun:
+    """The program run twice, as `pulumi up` does: a preview with unknown outputs, then the update.
+
+    Returns the update's run; raises EngineError when the two register different URNs.
+    """
+    keys = list(secret_keys)
+    previewed = run_program(main_dir, project, stack, config, keys, preview=True)
+    updated = run_program(main_dir, project, stack, config, keys)
+    problems = preview_pass_problems(updated, previewed)
+    if problems:
+        raise EngineError(f"{problems[0]} (and {len(problems) - 1} more)" if problems[1:]
+                          else problems[0])  # fmt: skip
+    return updated

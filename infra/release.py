@@ -774,10 +774,10 @@ def config_set_args(project: str, stack: str, path: str, value: str | int) -> li
 
 
 def version_from_image(image: str) -> str:
-    """A label-safe version: the tag, or the digest's first 12 hex digits."""
-    if "@sha256:" in image:
-        return "sha256-" + image.split("@sha256:")[1][:12]
-    return image.rsplit("/", 1)[-1].partition(":")[2]
+    """A label-safe version: the tag, or (digest only) the digest's first 12 hex digits."""
+    name, _, digest = image.partition("@sha256:")
+    tag = name.rsplit("/", 1)[-1].partition(":")[2]
+    return tag or "sha256-" + digest[:12]
 
 
 def _run_command(argv: list[str], env: dict[str, str]) -> int:

@@ -17,8 +17,24 @@ from typing import Annotated, Any, Literal
 
 import pulumi
 from pulumi.runtime import config as runtime_config
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
+# IMAGE_REFERENCE is re-exported for the release tool; its image rule is validate_image_reference.
+from infra.config_rules import (
+    IMAGE_REFERENCE as IMAGE_REFERENCE,
+)
+from infra.config_rules import (
+    MIN_WINDOW_MINUTES,
+    PathError,
+    daily_window,
+    known_region,
+    quantity,
+    region_of_arn,
+    repeated,
+    validate_image_reference,
+    weekly_window,
+    windows_overlap,
+)
 from infra.model import ConfigModel
 from infra.rds_classes import INSTANCE_CLASSES
 from infra.tiers import TIERS, Environment, Tier
@@ -27,13 +43,40 @@ AccountId = Annotated[str, Field(pattern=r"^\d{12}$")]
 Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")]
 # AWS tag values: letters, digits, spaces and + - = . _ : / @, up to 256 characters.
 TagValue = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\w .:/=+@-]+$")]
-Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
+Region = Annotated[str, AfterValidator(known_region)]
 SubnetId = Annotated[str, Field(pattern=r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$")]
-# The retention periods CloudWatch Logs accepts.
-LogRetentionDays = Literal[
+# The retention periods CloudWatch Logs accepts (PutRetentionPolicy, retentionInDays).
+LOG_RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
     3288, 3653,
-]  # fmt: skip
+)  # fmt: skip
+
+
+def _log_retention(days: int) -> int:
+    # Not a Literal: config values arrive as text ("14"), which a Literal of ints never matches.
+    if days not in LOG_RETENTION_DAYS:
+        raise ValueError("allowed: " + ", ".join(map(str, LOG_RETENTION_DAYS)))
+    return days
+
+
+LogRetentionDays = Annotated[int, AfterValidator(_log_retention)]
+
+
+def _folded(entry: Any) -> Any:
+    return entry.lower() if isinstance(entry, str) else entry
+
+
+def _no_repeats(entries: tuple[Any, ...]) -> tuple[Any, ...]:
+    # Case-insensitively: the same address or id in another case is the same entry to AWS.
+    again = repeated(entries, key=_folded)
+    if again:
+        raise ValueError(f"{again[0]} is listed twice; list each entry once")
+    return entries
+
+
+Emails = Annotated[tuple[Email, ...], AfterValidator(_no_repeats)]
+AccountIds = Annotated[tuple[AccountId, ...], AfterValidator(_no_repeats)]
+SubnetIds = Annotated[tuple[SubnetId, ...], AfterValidator(_no_repeats)]
 
 
 class TagSettings(ConfigModel):
@@ -54,7 +97,7 @@ class AwsSettings(ConfigModel):
 
     region: Region
     # The provider refuses to touch any other account: a prod stack can never land in dev.
-    allowed_account_ids: tuple[AccountId, ...] = ()
+    allowed_account_ids: AccountIds = ()
 
 
 class KubernetesSettings(ConfigModel):
@@ -91,9 +134,10 @@ class DeliveryRetrySettings(ConfigModel):
     @model_validator(mode="after")
     def _within_sns_limits(self) -> DeliveryRetrySettings:
         if self.min_delay_seconds > self.max_delay_seconds:
-            raise ValueError(
-                f"minDelaySeconds ({self.min_delay_seconds}) must not exceed "
-                f"maxDelaySeconds ({self.max_delay_seconds})"
+            raise PathError(
+                "minDelaySeconds",
+                self.min_delay_seconds,
+                f"must not exceed maxDelaySeconds ({self.max_delay_seconds})",
             )
         if self.worst_case_seconds > SNS_MAX_RETRY_SECONDS:
             raise ValueError(
@@ -162,7 +206,7 @@ class ChatbotSettings(ConfigModel):
 class AlertsSettings(ConfigModel):
     """Who gets paged: email addresses, chat channels through AWS Chatbot, an incident tool."""
 
-    emails: tuple[Email, ...] = ()
+    emails: Emails = ()
     chatbot: ChatbotSettings = ChatbotSettings()
     # With it, the secret `alertsPagingEndpoint` is the tool's SNS integration URL.
     paging: PagingSettings | None = None
@@ -178,15 +222,9 @@ class NetworkSettings(ConfigModel):
     vpc_id: str = Field(pattern=r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$")
     # Private subnets in distinct AZs: the database subnet group, the VPC link and the internal
     # load balancer all span them. The AZs are checked against AWS at deploy time.
-    private_subnet_ids: tuple[SubnetId, ...] = Field(min_length=2)
+    private_subnet_ids: SubnetIds = Field(min_length=2)
     # The cluster nodes' security group: the only source the database accepts.
     cluster_node_security_group_id: str = Field(pattern=r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
-
-    @model_validator(mode="after")
-    def _subnets_unique(self) -> NetworkSettings:
-        if len(set(self.private_subnet_ids)) != len(self.private_subnet_ids):
-            raise ValueError("privateSubnetIds must not repeat a subnet")
-        return self
 
 
 class DisasterRecoverySettings(ConfigModel):
@@ -220,11 +258,10 @@ class DatabaseSettings(ConfigModel):
     port: int = Field(default=5432, ge=1150, le=65535)
     # Statements slower than this are logged (log_min_duration_statement).
     slow_statement_ms: int = Field(default=500, ge=0, le=3_600_000)
-    backup_window: str = Field(default="02:00-03:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
-    maintenance_window: str = Field(
-        default="sun:03:30-sun:04:30",
-        pattern=r"^(mon|tue|wed|thu|fri|sat|sun):\d{2}:\d{2}-(mon|tue|wed|thu|fri|sat|sun):\d{2}:\d{2}$",
-    )
+    # Daily, UTC, hh:mm-hh:mm; weekly, UTC, ddd:hh:mm-ddd:hh:mm. Each at least 30 minutes, and
+    # apart: RDS refuses a backup window that overlaps the maintenance window.
+    backup_window: str = "02:00-03:00"
+    maintenance_window: str = "sun:03:30-sun:04:30"
 
     @property
     def major_version(self) -> str:
@@ -233,9 +270,34 @@ class DatabaseSettings(ConfigModel):
     @model_validator(mode="after")
     def _autoscaling_above_allocated(self) -> DatabaseSettings:
         if self.max_allocated_storage_gb < self.allocated_storage_gb:
-            raise ValueError(
-                f"maxAllocatedStorageGb ({self.max_allocated_storage_gb}) must be at least "
-                f"allocatedStorageGb ({self.allocated_storage_gb})"
+            raise PathError(
+                "maxAllocatedStorageGb",
+                self.max_allocated_storage_gb,
+                f"must be at least allocatedStorageGb ({self.allocated_storage_gb})",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _windows_apart(self) -> DatabaseSettings:
+        """RDS CreateDBInstance: PreferredBackupWindow / PreferredMaintenanceWindow."""
+        windows = []
+        for key, value, parse, shape in (
+            ("backupWindow", self.backup_window, daily_window, "hh:mm-hh:mm, UTC"),
+            ("maintenanceWindow", self.maintenance_window, weekly_window,
+             "ddd:hh:mm-ddd:hh:mm, UTC, days mon to sun, e.g. sun:03:30-sun:04:30"),
+        ):  # fmt: skip
+            try:
+                start, length = parse(value)
+            except ValueError:
+                raise PathError(key, value, f"allowed: {shape}") from None
+            if length < MIN_WINDOW_MINUTES:
+                raise PathError(key, value, f"must be at least {MIN_WINDOW_MINUTES} minutes long")
+            windows.append((start, length))
+        if windows_overlap(windows[0], windows[1]):
+            raise PathError(
+                "backupWindow",
+                self.backup_window,
+                f"overlaps maintenanceWindow ({self.maintenance_window}); RDS needs them apart",
             )
         return self
 
@@ -290,11 +352,6 @@ class ApiSettings(ConfigModel):
 # The environment variable a build's tag comes from (CI: the commit, github.sha).
 IMAGE_TAG_VARIABLE = "IMAGE_TAG"
 COMMIT_ID = r"[0-9a-f]{7,40}"
-# registry/repository[:tag][@sha256:digest]
-IMAGE_REFERENCE = (
-    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
-    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
-)
 
 
 class ImageSettings(ConfigModel):
@@ -309,8 +366,9 @@ class ImageSettings(ConfigModel):
     dockerfile: str = "Dockerfile"
     platform: Literal["linux/amd64", "linux/arm64"] = "linux/amd64"
     # Used when build is off: a digest (`…@sha256:…`) pins exactly what runs; a tag is allowed
-    # (ECR tags are immutable here) but `latest` and untagged references are not.
-    reference: str | None = Field(default=None, pattern=IMAGE_REFERENCE)
+    # where the tier allows it (ECR tags are immutable here), never `latest` or none.
+    # infra/config_rules.py: validate_image_reference, checked with the tier's floors.
+    reference: str | None = Field(default=None, min_length=1)
     # None: tagged images never expire (the tier's default for stacks that run promoted
     # releases from their own repository).
     keep_tagged_images: int | None = Field(default=30, ge=1, le=1000)
@@ -322,19 +380,7 @@ class ImageSettings(ConfigModel):
     def _reference_when_not_building(self) -> ImageSettings:
         if not self.build and self.reference is None:
             raise ValueError("set build: true, or a reference to an existing image")
-        if self.reference and (problem := image_reference_problem(self.reference)):
-            raise ValueError(f"reference {problem}")
         return self
-
-
-def image_reference_problem(ref: str) -> str | None:
-    """Why an image reference may not be deployed, or None: `latest` and no tag move."""
-    if "@sha256:" in ref:
-        return None
-    tag = ref.rsplit("/", 1)[-1].partition(":")[2]
-    if not tag or tag == "latest":
-        return "needs a digest (@sha256:...) or a version tag, not latest or none"
-    return None
 
 
 Quantity = Annotated[str, Field(pattern=r"^\d+(\.\d+)?(m|Ki|Mi|Gi)?$")]
@@ -346,16 +392,11 @@ class ColorSettings(ConfigModel):
     """What one color runs. Without an image, the stack's image (image.*) is used."""
 
     version: LabelValue
-    image: str | None = Field(default=None, pattern=IMAGE_REFERENCE)
+    # The same rule as image.reference (validate_image_reference), checked with the tier's floors.
+    image: str | None = Field(default=None, min_length=1)
     # Release state: a floor under this color's HPA, written by the release tool around a
     # traffic move and removed after it (an HPA's scale-down history is from before the move).
     min_replicas: int | None = Field(default=None, ge=1, le=200)
-
-    @model_validator(mode="after")
-    def _image_is_pinned(self) -> ColorSettings:
-        if self.image and (problem := image_reference_problem(self.image)):
-            raise ValueError(f"image {problem}")
-        return self
 
 
 class ResourceSettings(ConfigModel):
@@ -363,6 +404,17 @@ class ResourceSettings(ConfigModel):
     memory_request: Quantity = "256Mi"
     cpu_limit: Quantity = "1"
     memory_limit: Quantity = "512Mi"
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceSettings:
+        # The API server refuses a container whose request exceeds its limit.
+        for request_key, request, limit_key, limit in (
+            ("cpuRequest", self.cpu_request, "cpuLimit", self.cpu_limit),
+            ("memoryRequest", self.memory_request, "memoryLimit", self.memory_limit),
+        ):
+            if quantity(request) > quantity(limit):
+                raise PathError(request_key, request, f"must not exceed {limit_key} ({limit})")
+        return self
 
 
 class CanarySettings(ConfigModel):
@@ -417,8 +469,8 @@ class ServiceSettings(ConfigModel):
     @model_validator(mode="after")
     def _replica_bounds(self) -> ServiceSettings:
         if self.max_replicas < self.replicas:
-            raise ValueError(
-                f"maxReplicas ({self.max_replicas}) must be at least replicas ({self.replicas})"
+            raise PathError(
+                "maxReplicas", self.max_replicas, f"must be at least replicas ({self.replicas})"
             )
         if self.previous_color == self.active_color:
             raise ValueError(
@@ -457,7 +509,9 @@ class ReleaseSettings(ConfigModel):
     def _steps_end_at_100(self) -> ReleaseSettings:
         steps = self.canary_steps
         if not steps or steps[-1] != 100 or list(steps) != sorted(set(steps)) or steps[0] < 1:
-            raise ValueError("canarySteps must rise strictly from at least 1 and end at 100")
+            raise PathError(
+                "canarySteps", list(steps), "must rise strictly from at least 1 and end at 100"
+            )
         return self
 
 
@@ -575,10 +629,17 @@ class StackSettings(ConfigModel):
     @model_validator(mode="after")
     def _api_fronts_a_known_service(self) -> StackSettings:
         names = [s.name for s in self.services]
-        if len(set(names)) != len(names):
-            raise ValueError("services: each name must be unique")
+        again = repeated(names)
+        if again:
+            raise PathError(
+                f"services[{names.index(again[0], names.index(again[0]) + 1)}].name",
+                again[0],
+                "is the name of an earlier service; each service needs its own name",
+            )
         if self.api.service not in names:
-            raise ValueError(f"api.service ({self.api.service}) must name one of services: {names}")
+            raise PathError(
+                "api.service", self.api.service, "must name one of services: " + ", ".join(names)
+            )
         return self
 
 
@@ -681,7 +742,9 @@ def parse_settings(
     except ValidationError as exc:
         # A key whose text did not parse is reported once, not again as missing.
         problems.extend(
-            p for p in _from_validation_error(exc) if p.path.split(".")[0] not in unparsable
+            p
+            for p in _from_validation_error(exc)
+            if re.split(r"[.\[]", p.path)[0] not in unparsable
         )
     if settings is not None and tier is not None:
         problems.extend(_policy_problems(settings, tier, present_secrets))
@@ -792,33 +855,84 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
+_LABEL = "up to 63 letters, digits, - _ or ., starting and ending with a letter or digit"
+# Each pattern of this file, in the words an error shows instead of the regular expression.
+# fmt: off
+_SHAPES: dict[str, str] = {
+    r"^\d{12}$": 'a 12-digit AWS account id, quoted in YAML ("012345678901")',
+    r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$": "an email address such as oncall@example.com",
+    r"^[\w .:/=+@-]+$": "letters, digits, spaces and + - = . _ : / @ (an AWS tag value)",
+    r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$": "a subnet id: subnet- and 8 or 17 hex digits",
+    r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]+$":
+        "an IAM role ARN: arn:aws:iam::<12-digit account>:role/<name>",
+    r"^1\.(2[5-9]|3[0-7])$":
+        'a Kubernetes minor version from 1.25 to 1.37, quoted in YAML ("1.30")',
+    r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$": "a VPC id: vpc- and 8 or 17 hex digits",
+    r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$": "a security group id: sg- and 8 or 17 hex digits",
+    r"^\d{2}(\.\d+)?$": 'a PostgreSQL major version ("18") or major.minor ("18.1"), quoted in YAML',
+    r"^db\.[a-z0-9]+\.[a-z0-9]+$": "an RDS instance class such as db.t4g.micro",
+    r"^[a-z][a-z0-9_]{0,62}$": "a lowercase letter, then up to 62 lowercase letters, digits or _",
+    r"^[a-z][a-z0-9_]{0,15}$": "a lowercase letter, then up to 15 lowercase letters, digits or _",
+    r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$":
+        "a lowercase DNS name such as api.example.com",
+    r"^arn:aws(-[a-z]+)*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$":
+        "an ACM certificate ARN: arn:aws:acm:<region>:<account>:certificate/<id>",
+    r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$":
+        "a lowercase letter, then up to 39 lowercase letters, digits or -, not ending in -",
+    r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$":
+        "an image tag: up to 128 letters, digits, _ . or -, not starting with . or -",
+    r"^\d+(\.\d+)?(m|Ki|Mi|Gi)?$": "a Kubernetes quantity such as 250m, 0.5, 1, 256Mi or 1Gi",
+    r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$": "a Kubernetes label value: " + _LABEL,
+    r"^[A-Za-z0-9-]{1,64}$": "an HTTP header name: up to 64 letters, digits or -",
+    r"^[a-z][a-zA-Z0-9_]{0,62}$": "a lowercase letter, then up to 62 letters, digits or _",
+    r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$":
+        "a Kubernetes label key: an optional DNS prefix and /, then " + _LABEL,
+    r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$":
+        "a Kubernetes label value: empty, or " + _LABEL,
+}
+# fmt: on
+
+
 _MESSAGE_PREFIXES = ("Input should be ", "Value error, ", "String should ", "Tuple should ")
 
 
 def _from_validation_error(exc: ValidationError) -> list[Problem]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = err["loc"]
-        path = _path(loc)
-        if err["type"] == "missing":
-            problems.append(Problem(path, None, "required key is not set"))
-        elif err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1])
-            problems.append(
-                Problem(
-                    path,
-                    _show(err["input"]),
-                    "unknown key; allowed keys here: " + ", ".join(allowed),
-                )
-            )
-        else:
-            message = err["msg"]
-            for prefix in _MESSAGE_PREFIXES:
-                if message.startswith(prefix):
-                    message = message[len(prefix) :]
-                    break
-            problems.append(Problem(path, _show(err["input"]), f"allowed: {message}"))
-    return problems
+    problems = [_problem(err) for err in exc.errors(include_url=False)]
+    # A list whose entry failed also reports itself (e.g. "at least 1 item"): only the entry's
+    # own line is the real one.
+    return [
+        p
+        for p in problems
+        if not any(q.path.startswith((f"{p.path}.", f"{p.path}[")) for q in problems)
+    ]
+
+
+def _problem(err: Any) -> Problem:
+    loc, kind, value = err["loc"], err["type"], err.get("input")
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, PathError):  # a cross-field rule that names the key to change
+        path = ".".join(part for part in (_path(loc), cause.key) if part)
+        return Problem(path, _show(cause.value), str(cause))
+    path = _path(loc)
+    if kind == "missing":
+        return Problem(path, None, "required key is not set")
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(loc[:-1]))
+        return Problem(path, _show(value), f"unknown key; allowed keys here: {allowed}")
+    if kind == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Problem(path, _show(value), "YAML read this as a number; quote it in the stack file")
+    if kind == "string_pattern_mismatch":
+        shape = _SHAPES.get(str((err.get("ctx") or {}).get("pattern")), "the documented shape")
+        return Problem(path, _show(value), f"allowed: {shape}")
+    message = (
+        err["msg"].replace("a valid tuple", "a list").replace("a valid dictionary", "a mapping")
+    )
+    for prefix in _MESSAGE_PREFIXES:
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+            break
+    # A rule's own ValueError already says what is wrong and what is allowed.
+    return Problem(path, _show(value), message if kind == "value_error" else f"allowed: {message}")
 
 
 def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> list[Problem]:
@@ -827,6 +941,7 @@ def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> 
     lb_tls_arn = settings.api.load_balancer_tls and settings.api.load_balancer_tls.certificate_arn
     # arn:<partition>:acm:<region>:<account>:certificate/<id>
     lb_tls_region = lb_tls_arn.split(":")[3] if lb_tls_arn else None
+    domain = settings.api.custom_domain
     safety = f"production safety: a {env} stack"
     # (broken, key path, its value, why and what is allowed)
     checks: list[tuple[bool, str, Any, str]] = [
@@ -881,7 +996,9 @@ def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> 
          f"a {env} stack must keep enhanced monitoring on; allowed: 1, 5, 10, 15, 30 or 60"),
         (re.fullmatch(policy.database_instance_classes, db.instance_class) is None,
          "database.instanceClass", db.instance_class,
-         f"cost guard: allowed for {env}: {policy.database_instance_classes}"),
+         f"cost guard: allowed for {env}: " + ", ".join(
+             c for c in sorted(INSTANCE_CLASSES)
+             if re.fullmatch(policy.database_instance_classes, c))),
         (db.instance_class not in INSTANCE_CLASSES,
          "database.instanceClass", db.instance_class,
          "its vCPUs and memory are unknown to infra/rds_classes.py, which the alarm "
@@ -897,6 +1014,10 @@ def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> 
         (db.disaster_recovery.enabled and db.disaster_recovery.region == settings.aws.region,
          "database.disasterRecovery.region", db.disaster_recovery.region,
          f"must differ from aws.region ({settings.aws.region})"),
+        (domain is not None and region_of_arn(domain.certificate_arn) != settings.aws.region,
+         "api.customDomain.certificateArn", domain and domain.certificate_arn,
+         f"a regional API's certificate must be in the API's region, aws.region "
+         f"({settings.aws.region}); request or import it in ACM there"),
     ]  # fmt: skip
     missing = [
         Problem(
@@ -910,7 +1031,22 @@ def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> 
         for broken, path, value, why in checks
         if broken
     ]
-    return broken_checks + missing
+    return broken_checks + missing + _image_problems(settings)
+
+
+def _image_problems(settings: StackSettings) -> list[Problem]:
+    """Every image the stack runs, by the one image rule (validate_image_reference)."""
+    images = [("image.reference", settings.image.reference)] + [
+        (f"services[{i}].{color}.image", getattr(service, color).image)
+        for i, service in enumerate(settings.services)
+        for color in ("blue", "green")
+    ]
+    return [
+        Problem(path, _show(reference), problem)
+        for path, reference in images
+        if reference is not None
+        and (problem := validate_image_reference(settings.environment, reference))
+    ]
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

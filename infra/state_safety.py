@@ -106,17 +106,39 @@ def throwaway(
     ], []
 
 
+class BadSnapshot(ValueError):
+    """The snapshot file is not {stack: [stateful URN, ...]}."""
+
+
 def read_snapshot(path: Path = SNAPSHOT) -> dict[str, list[str]]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
+        raise BadSnapshot(f"{path}: {reason}") from None
+    if not isinstance(snapshot, dict) or not all(
+        isinstance(urns, list) and all(isinstance(u, str) for u in urns)
+        for urns in snapshot.values()
+    ):
+        raise BadSnapshot(
+            f"{path}: expected an object of stack name -> list of URNs; "
+            "rewrite it with `make state-snapshot`"
+        )
+    return snapshot
 
 
 def _previews(project_dir: Path, stacks: Sequence[str]) -> dict[str, dict[str, Any]]:
     from infra.mock_engine import run_program
-    from infra.stackfiles import load_stack_config
+    from infra.stackfiles import StackFileError, load_stack_config
 
     previews = {}
     for stack in stacks:
-        config = load_stack_config(project_dir, stack)
+        try:
+            config = load_stack_config(project_dir, stack)
+        except StackFileError as exc:
+            raise StackFileError(f"stack {stack}: {exc}") from None
         run = run_program(
             config.main_dir, config.project, config.stack, config.config, config.secret_keys
         )
@@ -124,25 +146,42 @@ def _previews(project_dir: Path, stacks: Sequence[str]) -> dict[str, dict[str, A
     return previews
 
 
+def _load(project_dir: Path, update: bool, path: Path) -> tuple[Any, dict[str, list[str]]]:
+    """The stacks' previews and the recorded snapshot; raises what main reports as bad input."""
+    from infra.stackfiles import available_stacks
+
+    recorded = {} if update else read_snapshot(path)  # a bad snapshot fails before any run
+    return _previews(project_dir, available_stacks(project_dir)), recorded
+
+
 def main(argv: Sequence[str] | None = None, project_dir: Path = PROJECT_DIR) -> int:
-    from infra.stackfiles import StackFileError, available_stacks
+    from pulumi import RunError
+
+    from infra.mock_engine import EngineError
+    from infra.stackfiles import StackFileError
 
     parser = argparse.ArgumentParser(prog="python -m infra.state_safety")
     parser.add_argument("--update", action="store_true", help="rewrite the snapshot")
     parser.add_argument("--snapshot", type=Path, default=SNAPSHOT)
     args = parser.parse_args(argv)
     try:
-        previews = _previews(project_dir, available_stacks(project_dir))
-    except StackFileError as exc:
+        previews, recorded = _load(project_dir, args.update, args.snapshot)
+    except (StackFileError, BadSnapshot, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunError as exc:  # invalid config: one line per problem, as the preview prints them
+        for line in getattr(exc, "lines", None) or str(exc).splitlines()[:1]:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a program failure is reported in one line, as the preview does
+        print(f"error: the program failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     if args.update:
         snapshot = {stack: stateful_urns(p) for stack, p in sorted(previews.items())}
         args.snapshot.parent.mkdir(parents=True, exist_ok=True)
         args.snapshot.write_text(json.dumps(snapshot, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.snapshot}: {sum(map(len, snapshot.values()))} stateful URNs")
         return 0
-    recorded = read_snapshot(args.snapshot)
     lines: list[str] = []
     known = {stack: preview for stack, preview in previews.items() if stack in recorded}
     for stack, preview in sorted(previews.items()):

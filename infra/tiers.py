@@ -121,6 +121,8 @@ class TierPolicy(BaseModel):
     database_instance_classes: str
     # The hop from the API gateway's VPC link to the load balancer is TLS (an HTTPS listener).
     require_internal_tls: bool = False
+    # Images are pinned by digest (what was built and tested is what runs), not by tag.
+    require_image_digest: bool
 
 
 class Tier(BaseModel):
@@ -184,6 +186,7 @@ TIERS: dict[Environment, Tier] = {
             require_performance_insights=False,
             require_enhanced_monitoring=False,
             database_instance_classes=r"db\.t4g\.(micro|small|medium)",
+            require_image_digest=False,
         ),
     ),
     "staging": Tier(
@@ -239,6 +242,7 @@ TIERS: dict[Environment, Tier] = {
             require_performance_insights=True,
             require_enhanced_monitoring=True,
             database_instance_classes=r"db\.(t4g|m7g|m6g)\.(medium|large|xlarge)",
+            require_image_digest=True,
         ),
     ),
     "prod": Tier(
@@ -294,6 +298,7 @@ TIERS: dict[Environment, Tier] = {
             require_enhanced_monitoring=True,
             database_instance_classes=r"db\.(m7g|m6g|r7g|r6g)\.(large|\d*xlarge)",
             require_internal_tls=True,
+            require_image_digest=True,
         ),
     ),
 }

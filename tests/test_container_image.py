@@ -139,8 +139,8 @@ def test_promoted_stacks_use_the_given_digest(run_stack: RunStack) -> None:
 @pytest.mark.parametrize(
     ("image", "says"),
     [
-        ({"reference": "registry.example.com/team/api:latest"}, "not latest or none"),
-        ({"reference": "registry.example.com/team/api"}, "not latest or none"),
+        ({"reference": "registry.example.com/team/api:latest"}, "`latest` tag moves"),
+        ({"reference": "registry.example.com/team/api"}, "untagged reference means `latest`"),
         ({"reference": "Not An Image"}, "analytics-platform:image.reference"),
         ({}, "set build: true, or a reference"),
     ],

@@ -40,9 +40,9 @@ def test_a_changed_property_shows_its_old_and_new_value_under_its_component(
 ) -> None:
     head = run_stack("prod", overrides={"database": {"backupRetentionDays": 35}}).to_json()
     text = render(compare(_doc("prod"), json.loads(json.dumps(head))))
-    assert "0 to add, 1 to change, 0 to remove." in text
+    assert "0 to add, 1 to update in place, 0 to replace, 0 to remove." in text
     section = text.split("#### database\n", 1)[1]
-    assert section.startswith("- **change** `aws:rds/instance:Instance` `database`\n")
+    assert section.startswith("- **update** `aws:rds/instance:Instance` `database`\n")
     assert "  - `backupRetentionPeriod`: `30` → `35`" in section
     assert "WARNING" not in text
 
@@ -104,3 +104,64 @@ def test_an_unreadable_base_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["--stack", "dev", "--diff", str(broken)]) == 2
     assert "not a preview JSON" in capsys.readouterr().err
     assert main(["--stack", "dev", "--diff", str(tmp_path / "missing.json")]) == 2
+
+
+def _resource(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    custom = {"database": "aws:rds/instance:Instance", "alerts-topic": "aws:sns/topic:Topic"}
+    return next(r for r in doc["resources"] if (r["type"], r["name"]) == (custom[name], name))
+
+
+def test_each_change_is_an_update_in_place_or_a_replacement() -> None:
+    """The AWS provider replaces an RDS instance when a ForceNew input changes (db_name,
+    storage_encrypted, kms_key_id, …: hashicorp/terraform-provider-aws,
+    internal/service/rds/instance.go) and updates it in place otherwise (backup retention)."""
+    base, head = _doc("dev"), _doc("dev")
+    _resource(base, "database")["inputs"]["dbName"] = "reports"
+    _resource(base, "database")["inputs"]["backupRetentionPeriod"] = 3
+    _resource(base, "alerts-topic")["inputs"]["signatureVersion"] = 1
+    diff = compare(base, head)
+    actions = {c.resource["name"]: c.action for c in diff.changed}
+    assert actions == {"database": "replace", "alerts-topic": "update"}
+    text = render(diff)
+    assert "0 to add, 1 to update in place, 1 to replace, 0 to remove." in text
+    assert (
+        "- **replace** `aws:rds/instance:Instance` `database` (replaced because dbName changes)"
+        in text
+    )
+    assert "  - `dbName`: `reports` → `analytics` (forces replacement)" in text
+    assert "  - `backupRetentionPeriod`: `3` → `1`\n" in text
+    assert "- **update** `aws:sns/topic:Topic` `alerts-topic`" in text
+    assert (
+        "WARNING: stateful resource database (aws:rds/instance:Instance) would be replaced by a "
+        "new, empty one: dbName cannot change in place"
+    ) in text
+    assert "BLOCKED" not in text  # dev does not protect its database
+
+
+def test_removing_or_replacing_a_protected_resource_is_flagged_as_blocked() -> None:
+    """Pulumi refuses to delete a protected resource, so a plan that needs to is blocked."""
+    base, head = _doc("prod"), _doc("prod")
+    head["resources"] = [r for r in head["resources"] if r["name"] != "alerts-topic"]
+    _resource(base, "database")["inputs"]["storageEncrypted"] = False
+    text = render(compare(base, head))
+    assert (
+        "BLOCKED: protected resource alerts-topic (aws:sns/topic:Topic) would be deleted; "
+        "`pulumi up` refuses to delete a protected resource"
+    ) in text
+    assert (
+        "BLOCKED: protected resource database (aws:rds/instance:Instance) would be replaced "
+        "(by storageEncrypted)"
+    ) in text
+    assert "- **remove** `aws:sns/topic:Topic` `alerts-topic` [protected]" in text
+
+
+def test_a_kubernetes_object_is_replaced_when_its_identity_changes() -> None:
+    base, head = _doc("dev"), _doc("dev")
+    [deployment] = [
+        r for r in base["resources"]
+        if r["type"] == "kubernetes:apps/v1:Deployment" and r["name"].endswith("-blue")
+    ]  # fmt: skip
+    deployment["inputs"]["spec"]["selector"]["matchLabels"]["color"] = "azure"
+    [change] = compare(base, head).changed
+    assert change.action == "replace"
+    assert change.replaced_by == ["spec.selector.matchLabels.color"]

@@ -360,3 +360,31 @@ def test_the_policy_pack_builds_a_pack_of_every_rule(monkeypatch: pytest.MonkeyP
     pack = (ROOT / "policy" / "PulumiPolicy.yaml").read_text()
     assert "name: python" in pack
     # What the pack installs and where: tests/test_toolchain.py.
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "Is a directory"),
+        ('{"resources": [{"urn": "u", "type": "t", "name": "n"}]}',
+         "resources[0].inputs is missing or not a dict"),
+        ('{"resources": [{"urn": "u", "type": "t", "name": "n", "inputs": []}]}',
+         "resources[0].inputs is missing or not a dict"),
+        ('{"resources": "all"}', "expected an object with `resources`"),
+        ("[1, 2]", "expected an object with `resources`"),
+    ],
+)  # fmt: skip
+def test_unreadable_input_is_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, says: str
+) -> None:
+    path = tmp_path / "preview.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    assert main([str(path)]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith(f"error: {path}: ")
+    assert says in line
+    assert captured.out == ""

@@ -13,7 +13,7 @@ import pytest
 
 from infra import preview
 from infra.stackfiles import secret_placeholder
-from tests.conftest import ROOT, STACKS, stack_account, stack_yaml
+from tests.conftest import ROOT, STACKS, stack_account, stack_yaml, unchanged_run
 
 ProjectCopy = Callable[[str, "str | dict[str, Any]"], Path]
 
@@ -190,7 +190,7 @@ def test_an_unknown_stack_exits_2_and_lists_the_stacks(capsys: pytest.CaptureFix
 
 def test_a_program_error_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "Pulumi.yaml").write_text("name: failing\nruntime: python\nmain: prog/\n")
-    (tmp_path / "Pulumi.x.yaml").write_text("config: {}\n")
+    (tmp_path / "Pulumi.x.yaml").write_text('config:\n  pulumi:disable-default-providers: ["*"]\n')
     (tmp_path / "prog").mkdir()
     (tmp_path / "prog" / "__main__.py").write_text("raise RuntimeError('boom')\n")
     assert preview.main(["--stack", "x"], project_dir=tmp_path) == 1
@@ -225,3 +225,90 @@ def test_the_real_command_prints_no_traceback_on_bad_config(project_copy: Projec
     assert result.returncode == 2
     assert "analytics-platform:protectStatefulResources" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_prod_plan_shows_what_a_reviewer_checks_first(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The database line leads with class, storage, Multi-AZ, deletion protection, encryption and
+    public access; each Deployment with its image and replicas, whatever their input order."""
+    preview.render_plan(unchanged_run("prod"), sys.stdout)
+    out = capsys.readouterr().out
+    [database] = [
+        line for line in out.splitlines() if "aws:rds/instance:Instance  database" in line
+    ]
+    assert database.split("[protected]  ", 1)[1].startswith(
+        "class=db.m7g.large storageGb=100 maxStorageGb=1000 multiAz=true deletionProtection=true "
+        "encrypted=true public=false"
+    )
+    run = unchanged_run("prod")
+    deployments = run.of_type("kubernetes:apps/v1:Deployment")
+    assert len(deployments) == 2
+    for deployment in deployments:
+        spec = deployment.inputs["spec"]
+        images = ",".join(c["image"] for c in spec["template"]["spec"]["containers"])
+        replicas = int(spec["replicas"]) if "replicas" in spec else preview.NOT_SET
+        assert f"Deployment  {deployment.name}  image={images} replicas={replicas}" in out
+
+
+def test_an_alarm_line_shows_its_metric_and_threshold(capsys: pytest.CaptureFixture[str]) -> None:
+    preview.render_plan(unchanged_run("dev"), sys.stdout)
+    out = capsys.readouterr().out
+    [line] = [line for line in out.splitlines() if "MetricAlarm  monitoring-api-5xx-rate" in line]
+    assert "metric=5xx namespace=AWS/ApiGateway statistic=Average" in line
+    assert "comparison=GreaterThanThreshold threshold=0.05" in line
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+    return line
+
+
+def test_json_into_a_folder_or_a_missing_folder_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert preview.main(["--stack", "dev", "--json", str(tmp_path)]) == 2
+    assert f"--json {tmp_path}: is a folder" in _one_error_line(capsys)
+    missing = tmp_path / "nope" / "plan.json"
+    assert preview.main(["--stack", "dev", "--json", str(missing)]) == 2
+    assert f"the folder {missing.parent} does not exist" in _one_error_line(capsys)
+
+
+def _base_file(tmp_path: Path, doc: Any) -> str:
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_a_diff_base_whose_entries_lack_a_urn_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = json.loads(json.dumps(unchanged_run("dev").to_json()))
+    del base["resources"][3]["urn"]
+    assert preview.main(["--stack", "dev", "--diff", _base_file(tmp_path, base)]) == 2
+    assert "not a preview JSON: resources[3] has no `urn`" in _one_error_line(capsys)
+
+
+def test_a_diff_against_another_stacks_preview_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = json.loads(json.dumps(unchanged_run("staging").to_json()))
+    assert preview.main(["--stack", "prod", "--diff", _base_file(tmp_path, base)]) == 2
+    line = _one_error_line(capsys)
+    assert "is the preview of analytics-platform/staging, not analytics-platform/prod" in line
+    assert "WARNING" not in line
+
+
+@pytest.mark.parametrize("args", [["--stack", "dev", "--diff"], ["--stak", "dev"], []])
+def test_argument_mistakes_are_one_usage_error(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        preview.main(args)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("python -m infra.preview: error: ")
+    assert "Traceback" not in err

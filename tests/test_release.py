@@ -32,7 +32,9 @@ from tests.release_fakes import (
     fake_signer,
 )
 
-NEW_IMAGE = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/analytics-api:2.0.0"
+# Staging and prod run only digest-pinned images (the tier's requireImageDigest).
+DIGEST = "@sha256:" + "ab" * 32
+NEW_IMAGE = f"210987654321.dkr.ecr.eu-west-1.amazonaws.com/analytics-api:2.0.0{DIGEST}"
 
 
 @pytest.fixture
@@ -171,8 +173,8 @@ def test_deploy_refuses_a_version_that_is_no_label_value(
 @pytest.mark.parametrize(
     ("image", "says"),
     [
-        (NEW_IMAGE.replace(":2.0.0", ":latest"), "not latest"),
-        (NEW_IMAGE.replace(":2.0.0", ""), "not latest or none"),
+        (NEW_IMAGE.replace(":2.0.0", ":latest"), "the `latest` tag moves"),
+        (NEW_IMAGE.replace(DIGEST, ""), "pin the digest"),
     ],
 )
 def test_deploy_refuses_images_the_stack_config_refuses(

@@ -34,7 +34,9 @@ MINIMAL = {
             "clusterNodeSecurityGroupId": "sg-0123456789abcdef0",
         }
     ),
-    f"{PROJECT}:image": '{"reference": "registry.example.com/team/api:1.2.3"}',
+    f"{PROJECT}:image": json.dumps(
+        {"reference": f"registry.example.com/team/api@sha256:{'a' * 64}"}
+    ),
 }
 
 

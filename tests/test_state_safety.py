@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,48 @@ def test_a_throwaway_stack_in_its_own_cluster_passes_with_a_note(run_stack: RunS
          "analytics-pr-123: its URNs are not checked"],
         [],
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("{not json", "not JSON"),
+        ('{"dev": "urn:pulumi:dev::p::t::n"}', "expected an object of stack name -> list of URNs"),
+        ("[]", "expected an object of stack name -> list of URNs"),
+    ],
+)
+def test_a_malformed_snapshot_exits_2_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, says: str
+) -> None:
+    snapshot = tmp_path / "stateful-urns.json"
+    snapshot.write_text(content)
+    assert main(["--snapshot", str(snapshot)]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith(f"error: {snapshot}: ")
+    assert says in line
+    assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("stack_file", "says"),
+    [
+        ("config:\n  pulumi:disable-default-providers: ['*']\n"
+         "  analytics-platform:environment: qa\n",
+         "stack broken: analytics-platform:environment = \"qa\""),
+        ("config: [", "stack broken: Pulumi.broken.yaml: malformed YAML"),
+    ],
+)  # fmt: skip
+def test_an_invalid_stack_file_exits_2_with_one_line_per_problem(
+    project_copy: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+    stack_file: str,
+    says: str,
+) -> None:
+    project = project_copy("broken", stack_file)
+    assert main(["--snapshot", str(SNAPSHOT)], project_dir=project) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert any(says in line for line in lines), lines
+    assert all(line.startswith("error: stack broken: ") for line in lines)
+    assert "Traceback" not in captured.err

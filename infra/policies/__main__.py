@@ -27,8 +27,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         document = json.loads(args.preview.read_text(encoding="utf-8"))
         violations = check(document)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, BadPreview) as exc:
+    except OSError as exc:
+        print(f"error: {args.preview}: cannot read a preview: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (UnicodeDecodeError, json.JSONDecodeError, BadPreview) as exc:
         print(f"error: {args.preview}: cannot read a preview: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # a value no offline preview writes: one line, never a traceback
+        print(
+            f"error: {args.preview}: not an offline preview a rule can read: "
+            f"{type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
 
     for v in violations:

@@ -54,17 +54,23 @@ def _options(resource: Mapping[str, Any], stack: str, project: str) -> PolicyRes
     )
 
 
+_SHAPES = {"urn": str, "type": str, "name": str, "inputs": dict}
+
+
 def _document(preview: object) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]]:
-    """The preview and its resources, once their shape is checked."""
-    if isinstance(preview, dict):
-        document: dict[str, Any] = preview
-        resources = document.get("resources")
-        if isinstance(resources, list) and all(
-            isinstance(r, Mapping) and {"urn", "type", "name", "inputs"} <= r.keys()
-            for r in resources
-        ):
-            return document, resources
-    raise BadPreview("expected an object with `resources`: [{urn, type, name, inputs, ...}]")
+    """The preview and its resources, once their shape is checked (naming the first bad entry)."""
+    resources = preview.get("resources") if isinstance(preview, dict) else None
+    if not isinstance(preview, dict) or not isinstance(resources, list):
+        raise BadPreview("expected an object with `resources`: [{urn, type, name, inputs, ...}]")
+    for i, resource in enumerate(resources):
+        for key, kind in _SHAPES.items():
+            value = resource.get(key) if isinstance(resource, dict) else None
+            if not isinstance(value, kind):
+                raise BadPreview(
+                    f"resources[{i}].{key} is missing or not a {kind.__name__}; "
+                    "write the preview with python -m infra.preview --json"
+                )
+    return preview, resources
 
 
 def stack_resources(
