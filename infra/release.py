@@ -545,7 +545,7 @@ class Release:
                 self._hold({preview: math.ceil(active_size * step / 100)}, wait_for=preview)
                 self._edit("canary.weight", step)
                 self._apply(f"canary weight {step}% to {preview}")
-                self._analyse(step)
+                self._analyse(step, self.metrics)
         except Exception as failure:  # any breach or error aborts the canary
             self.log(f"ABORT: {_one_line(failure)}; weights back to 100/0")
             return self._recover(lambda: self._abort(before))
@@ -553,17 +553,16 @@ class Release:
         return self.promote(active_url, baseline=before)
 
     # -- steps ---------------------------------------------------------------------------
-    def _analyse(self, step: int) -> None:
+    def _analyse(self, step: int, metrics: Metrics) -> None:
         """Judge whole-minute windows that start after the weight moved, each read once
         CloudWatch has it; `inconclusiveLimit` inconclusive windows at one weight abort."""
         release = self.settings.release
-        assert self.metrics is not None
         period = timedelta(seconds=max(60, release.canary_pause_seconds // 60 * 60))
         start = _next_minute(self.clock.now())
         for inconclusive in range(1, release.inconclusive_limit + 1):
             end = start + period
             self._sleep_until(end + timedelta(seconds=release.metrics_delay_seconds))
-            outcome, why = judge(self.metrics.sample(start, end), release)
+            outcome, why = judge(metrics.sample(start, end), release)
             self.log(f"analysis at {step}%, {start:%H:%M}-{end:%H:%M}: {outcome}: {why}")
             if outcome == "fail":
                 raise ReleaseFailed(f"{why} at {step}%")

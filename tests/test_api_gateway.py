@@ -309,7 +309,7 @@ def test_prod_requires_the_load_balancer_certificate(run_stack: RunStack) -> Non
     ("arn", "says"),
     [("arn:aws:acm:us-east-1:123456789012:certificate/5c1e7b2a-9d4f-4e3b-8a6c-2f0d1e9b7a43",
       "must be in the stack's region (eu-west-1), not us-east-1"),
-     ("arn:aws:iam::123456789012:server-certificate/lb", "allowed: match pattern")],
+     ("arn:aws:iam::123456789012:server-certificate/lb", "allowed: an ACM certificate ARN")],
 )  # fmt: skip
 def test_the_certificate_must_be_an_acm_certificate_of_the_stacks_region(
     run_stack: RunStack, arn: str, says: str

@@ -153,7 +153,7 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, Any], list[str], str, str]] = [
      "green": {"version": "1"}}]}, [], "services[0]", "previousColor (blue) must be the idle"),
     ("a color on a moving tag", "prod", {"services": [{"name": "analytics-api",
      "blue": {"version": "1", "image": "r.example.com/a/api:latest"},
-     "green": {"version": "1"}}]}, [], "services[0].blue", "not latest"),
+     "green": {"version": "1"}}]}, [], "services[0].blue", "the `latest` tag moves"),
 ]  # fmt: skip
 
 
