@@ -94,6 +94,8 @@ class FakeCluster:
         self.stale_selector = False
         # Ready pods behind the active Service after every step of every update.
         self.active_capacity: list[int] = []
+        # (listener weight, sizes) after every update.
+        self.history: list[tuple[int, dict[str, int]]] = []
         self.requests = dict.fromkeys(COLORS, 0)
         self._counter = itertools.count()
         self._servers = {color: _serve(self._pod_handler(color)) for color in COLORS}
@@ -152,6 +154,7 @@ class FakeCluster:
         self.active_color = new_active
         if "listener" in parts:
             self.weight = settings.canary.weight
+        self.history.append((self.weight, dict(self.size)))
 
     def close(self) -> None:
         for server in self._servers.values():

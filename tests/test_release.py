@@ -317,15 +317,8 @@ def test_a_healthy_canary_walks_the_listener_weights_and_promotes(cluster: FakeC
     """ALB forward actions split requests between target groups by weight (Elastic Load
     Balancing, "Listeners for your Application Load Balancers: forward actions")."""
     h = Harness(cluster)
-    seen: list[int] = []
-    original = cluster.apply
-
-    def record(settings: Any, parts: set[str]) -> None:
-        original(settings, parts)
-        seen.append(cluster.weight)
-
-    cluster.apply = record  # type: ignore[method-assign]
     assert h.canary() == 0
+    seen = [weight for weight, _sizes in cluster.history]
     steps = [w for i, w in enumerate(seen) if w and (i == 0 or seen[i - 1] != w)]
     assert steps == [5, 10, 25, 50]
     assert h.active == "green"
@@ -338,17 +331,9 @@ def test_canary_pods_follow_the_traffic_weight(cluster: FakeCluster) -> None:
     """Argo Rollouts' setCanaryScale matchTrafficWeight: at 50 % of 8 pods the canary runs 4."""
     h = Harness(cluster, stack="prod")
     cluster.set_demand(8)
-    sizes: list[int] = []
-    original = cluster.apply
-
-    def record(settings: Any, parts: set[str]) -> None:
-        original(settings, parts)
-        sizes.append(cluster.size["green"])
-
-    cluster.apply = record  # type: ignore[method-assign]
     h.windows(HEALTHY, HEALTHY, HEALTHY, BREACH)
     assert h.canary() == 1
-    assert max(sizes) == 4  # 50 % of 8
+    assert max(sizes["green"] for _weight, sizes in cluster.history) == 4  # 50 % of 8
     assert cluster.size["green"] == 3  # previewReplicaCount again after the abort
 
 
@@ -433,17 +418,9 @@ def test_the_first_canary_on_a_stack_without_its_objects_creates_them(
     --target`); the stack was deployed before the per-color HPAs and the weighted listener
     existed, so the first step is a whole update, and the weights reach the load balancer."""
     h = Harness(cluster, not_yet_created=("::analytics-api-green", "::api"))
-    seen: list[int] = []
-    original = cluster.apply
-
-    def record(settings: Any, parts: set[str]) -> None:
-        original(settings, parts)
-        seen.append(cluster.weight)
-
-    cluster.apply = record  # type: ignore[method-assign]
     assert h.canary() == 0
     assert h.stack.ups[0] is None
-    assert 5 in seen
+    assert 5 in [weight for weight, _sizes in cluster.history]
     assert any("new to the stack: whole update" in line for line in h.lines)
 
 
