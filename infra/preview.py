@@ -71,6 +71,9 @@ KEY_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("protocol", "protocol"), ("port", "port"), ("targetType", "targetType"),
         ("healthCheck", "healthCheck.path?"),
     ),
+    "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding": (
+        ("service", "spec.serviceRef.name"), ("targetGroup", "spec.targetGroupARN"),
+    ),
     "aws:cloudwatch/metricAlarm:MetricAlarm": (
         ("metric", "metricName?"), ("namespace", "namespace?"), ("statistic", "statistic?"),
         ("percentile", "extendedStatistic?"), ("comparison", "comparisonOperator"),
