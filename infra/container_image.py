@@ -108,7 +108,10 @@ class ContainerImage(PlatformComponent):
                     encryption_type="KMS", kms_key=key_arn
                 )
             ],
-            force_delete=False,
+            # ECR refuses to delete a repository that holds images unless forced: a stack that
+            # rotates its images (dev, throwaway copies) can be destroyed; one that keeps its
+            # promoted releases forever (staging, prod) never loses them to a destroy.
+            force_delete=settings.keep_tagged_images is not None,
             tags=self.tags(),
             opts=self.stateful_opts(),
         )

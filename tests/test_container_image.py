@@ -29,8 +29,17 @@ def test_repository_scans_on_push_keeps_tags_immutable_and_encrypts(
             "kmsKey": run.one("aws:kms/key:Key", "platform-key").outputs["arn"],
         }
     ]
-    assert repo.inputs["forceDelete"] is False
     assert repo.protect is (stack == "prod")
+
+
+@pytest.mark.parametrize(("stack", "forced"), [("dev", True), ("staging", False), ("prod", False)])
+def test_only_a_repository_that_rotates_its_images_can_be_destroyed_with_them(
+    run_stack: RunStack, stack: str, forced: bool
+) -> None:
+    """ECR DeleteRepository fails with RepositoryNotEmptyException unless forced (Amazon ECR API
+    Reference, DeleteRepository `force`): dev and its throwaway copies must be destroyable,
+    while staging and prod keep the promoted releases their stacks run."""
+    assert run_stack(stack).one(REPO).inputs["forceDelete"] is forced
 
 
 def _rules(run: ProgramRun) -> dict[str, dict[str, Any]]:

@@ -244,3 +244,32 @@ def test_the_commit_step_fails_loudly_when_the_branch_cannot_take_it(
     assert step.returncode == 1
     assert f"::error::the release is live but its state is not on {BRANCH}" in step.stdout
     assert git(origin, "log", "-1", "--format=%s", BRANCH) == "conflicting change"
+
+
+def _branch_guard() -> str:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yml").read_text())
+    [step] = [s for s in workflow["jobs"]["release"]["steps"]
+              if s.get("name") == "Refuse a stack released from another branch"]  # fmt: skip
+    assert workflow["jobs"]["release"]["steps"][0] is step  # before anything else runs
+    return str(step["run"])
+
+
+@pytest.mark.parametrize(
+    ("stack", "branch", "code"),
+    [("prod", "main", 0), ("staging", "develop", 0), ("dev", "develop", 0),
+     ("prod", "develop", 2), ("staging", "main", 2), ("dev", "feature/x", 2)],
+)  # fmt: skip
+def test_a_release_runs_only_from_the_branch_that_deploys_its_stack(
+    stack: str, branch: str, code: int
+) -> None:
+    """A dispatch from another branch would commit the release state where no deploy reads it
+    (GitHub docs, workflow_dispatch runs on the chosen ref): the next push would undo it."""
+    result = subprocess.run(
+        ["/bin/bash", "-c", _branch_guard()],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "STACK": stack,
+             "GITHUB_REF_NAME": branch},
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == code
+    if code:
+        assert f"::error::{stack} is released from" in result.stdout
