@@ -516,5 +516,13 @@ class BlueGreenService(PlatformComponent):
                     "targetGroupARN": arn,
                     "targetType": "instance",
                 },
-                opts=opts,
+                # The controller's webhook refuses a changed targetGroupARN ("TargetGroupBinding
+                # update may not change these fields"): a new target group replaces the binding,
+                # deleted first because the new one has the same name.
+                opts=pulumi.ResourceOptions.merge(
+                    opts,
+                    pulumi.ResourceOptions(
+                        replace_on_changes=["spec.targetGroupARN"], delete_before_replace=True
+                    ),
+                ),
             )

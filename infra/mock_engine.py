@@ -133,6 +133,9 @@ class ResourceRecord:
     # which shows what the program asks for.
     outputs: dict[str, Any] = field(default_factory=dict)
     id: str = ""
+    # Options that decide how the engine replaces the resource.
+    replace_on_changes: list[str] = field(default_factory=list)
+    delete_before_replace: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -575,6 +578,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 protect=bool(request.protect),
                 inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
                 aliases=[MessageToDict(alias) for alias in request.aliases],
+                replace_on_changes=list(request.replaceOnChanges),
+                delete_before_replace=bool(request.deleteBeforeReplace),
                 property_dependencies={
                     key: sorted(set(deps.urns))
                     for key, deps in sorted(request.propertyDependencies.items())

@@ -194,6 +194,18 @@ def test_each_service_is_bound_to_its_own_target_group(run_stack: RunStack) -> N
     assert names == {"analytics-api", "analytics-api-preview"}
 
 
+def test_a_new_target_group_replaces_its_binding_instead_of_updating_it(
+    run_stack: RunStack,
+) -> None:
+    """The AWS Load Balancer Controller's webhook rejects an update of spec.targetGroupARN
+    ("TargetGroupBinding update may not change these fields", kubernetes-sigs/
+    aws-load-balancer-controller, targetgroupbinding validator): Pulumi must replace the
+    binding, deleting the old one first because the new one keeps its name."""
+    for binding in run_stack("prod").of_type(TGB):
+        assert binding.replace_on_changes == ["spec.targetGroupARN"]
+        assert binding.delete_before_replace is True
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_no_ingress_nginx_objects(run_stack: RunStack, stack: str) -> None:
     """Traffic enters through the ALB and never passes an ingress controller; ingress-nginx is
