@@ -12,6 +12,7 @@ from infra.aws_account import AwsAccount
 from infra.blue_green import BlueGreenService, LoadBalancerBinding
 from infra.component import PlatformComponent, StackContext
 from infra.container_image import ContainerImage
+from infra.costs import CostGuardrails
 from infra.database import Database
 from infra.database_access import ClusterIdentity, DatabaseConnection
 from infra.kms import ServiceGrant, create_key
@@ -72,6 +73,14 @@ class AnalyticsPlatform(PlatformComponent):
             config.alerts,
             paging_endpoint=settings.secrets.alerts_paging_endpoint,
             account=account,
+            ctx=ctx,
+            opts=self.child_opts(),
+        )
+        self.costs = CostGuardrails(
+            "costs",
+            config.costs,
+            topic_arn=self.alerts.topic_arn,
+            topic_policy=self.alerts.topic_policy,
             ctx=ctx,
             opts=self.child_opts(),
         )
@@ -188,6 +197,7 @@ class AnalyticsPlatform(PlatformComponent):
             "imageRepositoryUrl": self.image.repository_url,
             "imageReference": self.image.reference,
             "dashboardName": self.monitoring.dashboard_name,
+            "budgetName": self.costs.budget_name,
             "applicationLogGroups": self.monitoring.application_log_groups,
             "services": {
                 s.settings.name: {

@@ -84,6 +84,13 @@ class ImageTierDefaults(ConfigModel):
     keep_tagged_images: int | None
 
 
+class CostTierDefaults(ConfigModel):
+    """What a stack of the tier is expected to cost, in USD (the budget and anomaly alerts)."""
+
+    monthly_budget_usd: float
+    anomaly_threshold_usd: float
+
+
 class TierDefaults(ConfigModel):
     """Config values a stack gets unless it sets them."""
 
@@ -95,6 +102,7 @@ class TierDefaults(ConfigModel):
     service_defaults: ServiceTierDefaults
     monitoring: MonitoringTierDefaults
     image: ImageTierDefaults
+    costs: CostTierDefaults
 
 
 class TierPolicy(BaseModel):
@@ -172,6 +180,7 @@ TIERS: dict[Environment, Tier] = {
                 service=ServiceAlarmTierDefaults(max_error_logs_per_minute=50),
             ),
             image=ImageTierDefaults(keep_tagged_images=30),
+            costs=CostTierDefaults(monthly_budget_usd=300, anomaly_threshold_usd=25),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -228,6 +237,7 @@ TIERS: dict[Environment, Tier] = {
                 service=ServiceAlarmTierDefaults(max_error_logs_per_minute=10),
             ),
             image=ImageTierDefaults(keep_tagged_images=None),
+            costs=CostTierDefaults(monthly_budget_usd=1000, anomaly_threshold_usd=100),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -283,6 +293,7 @@ TIERS: dict[Environment, Tier] = {
                 service=ServiceAlarmTierDefaults(max_error_logs_per_minute=10),
             ),
             image=ImageTierDefaults(keep_tagged_images=None),
+            costs=CostTierDefaults(monthly_budget_usd=5000, anomaly_threshold_usd=300),
         ),
         policy=TierPolicy(
             require_protect=True,
