@@ -73,6 +73,49 @@ def _cost_guard(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]
             )
 
 
+TOPIC = "aws:sns/topic:Topic"
+BUDGET = "aws:budgets/budget:Budget"
+ANOMALY_SUBSCRIPTION = "aws:costexplorer/anomalySubscription:AnomalySubscription"
+
+
+def _from_a_topic(r: PolicyResource, key: str) -> bool:
+    return any(d.resource_type == TOPIC for d in r.property_dependencies.get(key, []))
+
+
+def _budget_problem(budget: PolicyResource) -> str | None:
+    notifications = get(budget.props, "notifications") or []
+    kinds = {n.get("notificationType") for n in notifications}
+    if get(budget.props, "budgetType") != "COST" or not {"ACTUAL", "FORECASTED"} <= kinds:
+        return "a COST budget needs ACTUAL and FORECASTED notifications"
+    if not _from_a_topic(budget, "notifications") or not all(
+        n.get("subscriberSnsTopicArns") for n in notifications
+    ):
+        return "every notification must go to the stack's alerts topic"
+    return None
+
+
+def _budget_alerts(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    budgets = [r for r in resources if r.resource_type == BUDGET]
+    for budget in budgets:
+        problem = _budget_problem(budget)
+        if problem:
+            yield budget.urn, problem
+    if not budgets:
+        for topic in (r for r in resources if r.resource_type == TOPIC):
+            yield topic.urn, "no AWS Budget alerts this stack's topic"
+
+
+def _anomaly_alerts(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    subscriptions = [r for r in resources if r.resource_type == ANOMALY_SUBSCRIPTION]
+    for subscription in subscriptions:
+        kinds = {s.get("type") for s in get(subscription.props, "subscribers") or []}
+        if "SNS" not in kinds or not _from_a_topic(subscription, "subscribers"):
+            yield subscription.urn, "the anomaly subscription must alert the stack's topic"
+    if not subscriptions:
+        for topic in (r for r in resources if r.resource_type == TOPIC):
+            yield topic.urn, "no cost anomaly subscription alerts this stack's topic"
+
+
 POLICIES = [
     stack_rule("required-tags", CATEGORY, "Every taggable AWS resource carries the required "
                "tags: " + ", ".join(REQUIRED_TAGS) + ".", _tags,
@@ -87,4 +130,11 @@ POLICIES = [
     stack_rule("database-cost-guard", CATEGORY, "Database instance classes stay within the "
                "tier's allowed classes.", _cost_guard,
                "Pick a class from the tier's list (infra/tiers.py database_instance_classes)."),
+    stack_rule("budget-alerts-the-topic", CATEGORY, "The stack has a monthly COST budget whose "
+               "ACTUAL and FORECASTED notifications go to its alerts topic.", _budget_alerts,
+               "Keep CostGuardrails (infra/costs.py) in the platform; tune costs.* in the stack "
+               "file."),
+    stack_rule("cost-anomalies-alert-the-topic", CATEGORY, "A Cost Anomaly Detection "
+               "subscription sends the stack's anomalies to its alerts topic over SNS.",
+               _anomaly_alerts, "Keep CostGuardrails (infra/costs.py) in the platform."),
 ]  # fmt: skip
