@@ -140,6 +140,7 @@ class AnalyticsPlatform(PlatformComponent):
             ),
             services=[service.name for service in config.services],
             ctx=ctx,
+            cluster_name=config.kubernetes.cluster_name,
             opts=self.child_opts(),
         )
 
