@@ -10,6 +10,7 @@ from infra.alerts import Alerts
 from infra.api_gateway import ApiGateway
 from infra.aws_account import AwsAccount
 from infra.blue_green import BlueGreenService, LoadBalancerBinding
+from infra.chaos import ChaosExperiments, ChaosTarget
 from infra.component import PlatformComponent, StackContext
 from infra.container_image import ContainerImage
 from infra.costs import CostGuardrails
@@ -144,6 +145,23 @@ class AnalyticsPlatform(PlatformComponent):
             opts=self.child_opts(),
         )
 
+        chaos = (
+            ChaosExperiments(
+                "chaos",
+                ChaosTarget(
+                    database_arn=self.database.arn,
+                    multi_az=config.database.multi_az,
+                    stop_alarm_arns=[self.monitoring.alarm_arns[f"{config.api.service}-unhealthy"]],
+                ),
+                account=account,
+                logs_key_arn=platform_key.arn,
+                ctx=ctx,
+                opts=self.child_opts(),
+            )
+            if config.chaos.enabled
+            else None
+        )
+
         connection = DatabaseConnection(
             host=self.database.endpoint,
             port=self.database.port,
@@ -199,6 +217,7 @@ class AnalyticsPlatform(PlatformComponent):
             "imageReference": self.image.reference,
             "dashboardName": self.monitoring.dashboard_name,
             "budgetName": self.costs.budget_name,
+            "chaosTemplateIds": chaos.template_ids if chaos else {},
             "applicationLogGroups": self.monitoring.application_log_groups,
             "services": {
                 s.settings.name: {

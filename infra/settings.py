@@ -610,6 +610,13 @@ class CostSettings(ConfigModel):
         return self
 
 
+class ChaosSettings(ConfigModel):
+    """AWS FIS experiment templates (infra/chaos.py). Off in prod unless set: a template that
+    exists can be started by anyone allowed fis:StartExperiment."""
+
+    enabled: bool
+
+
 _DEFAULT_SERVICES = [
     {"name": "analytics-api", "blue": {"version": "0.1.0"}, "green": {"version": "0.1.0"}}
 ]
@@ -636,6 +643,7 @@ class StackSettings(ConfigModel):
     monitoring: MonitoringSettings
     release: ReleaseSettings = ReleaseSettings()
     costs: CostSettings
+    chaos: ChaosSettings
     # The secret keys this stack cannot run without. A stack file never carries a placeholder
     # ciphertext (the engine decrypts every `secure:` value first); it names the key here, a real
     # run stops with the command that sets it, and the offline preview uses a stand-in.

@@ -91,6 +91,11 @@ class CostTierDefaults(ConfigModel):
     anomaly_threshold_usd: float
 
 
+class ChaosTierDefaults(ConfigModel):
+    # Whether the stack's fault injection templates exist at all.
+    enabled: bool
+
+
 class TierDefaults(ConfigModel):
     """Config values a stack gets unless it sets them."""
 
@@ -103,6 +108,7 @@ class TierDefaults(ConfigModel):
     monitoring: MonitoringTierDefaults
     image: ImageTierDefaults
     costs: CostTierDefaults
+    chaos: ChaosTierDefaults
 
 
 class TierPolicy(BaseModel):
@@ -181,6 +187,7 @@ TIERS: dict[Environment, Tier] = {
             ),
             image=ImageTierDefaults(keep_tagged_images=30),
             costs=CostTierDefaults(monthly_budget_usd=300, anomaly_threshold_usd=25),
+            chaos=ChaosTierDefaults(enabled=True),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -238,6 +245,7 @@ TIERS: dict[Environment, Tier] = {
             ),
             image=ImageTierDefaults(keep_tagged_images=None),
             costs=CostTierDefaults(monthly_budget_usd=1000, anomaly_threshold_usd=100),
+            chaos=ChaosTierDefaults(enabled=True),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -294,6 +302,7 @@ TIERS: dict[Environment, Tier] = {
             ),
             image=ImageTierDefaults(keep_tagged_images=None),
             costs=CostTierDefaults(monthly_budget_usd=5000, anomaly_threshold_usd=300),
+            chaos=ChaosTierDefaults(enabled=False),
         ),
         policy=TierPolicy(
             require_protect=True,

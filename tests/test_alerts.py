@@ -283,6 +283,9 @@ def test_only_the_publisher_needs_the_topic_key(run_stack: RunStack, stack: str)
     assert services == {
         json.dumps({"Service": "cloudwatch.amazonaws.com"}),
         json.dumps({"Service": "events.rds.amazonaws.com"}),
+        # Budgets and Cost Anomaly Detection publish too (tests/test_costs.py).
+        json.dumps({"Service": "budgets.amazonaws.com"}),
+        json.dumps({"Service": "costalerts.amazonaws.com"}),
     }
     assert set(statements["AllowRdsEventsToUseKey"]["Action"]) == {
         "kms:Decrypt",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 
@@ -116,6 +117,62 @@ def _anomaly_alerts(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, 
             yield topic.urn, "no cost anomaly subscription alerts this stack's topic"
 
 
+FIS_TEMPLATE = "aws:fis/experimentTemplate:ExperimentTemplate"
+ALARM_TYPES = (
+    "aws:cloudwatch/metricAlarm:MetricAlarm",
+    "aws:cloudwatch/compositeAlarm:CompositeAlarm",
+)
+
+
+def _fis_stop_conditions(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    for r in resources:
+        if r.resource_type != FIS_TEMPLATE:
+            continue
+        conditions = get(r.props, "stopConditions") or []
+        bound = any(d.resource_type in ALARM_TYPES for d in r.property_dependencies.get(
+            "stopConditions", []))  # fmt: skip
+        if (
+            not conditions
+            or not bound
+            or any(c.get("source") != "aws:cloudwatch:alarm" for c in conditions)
+        ):
+            yield r.urn, "every stop condition must be one of the stack's CloudWatch alarms"
+
+
+def _fis_role_scope(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    for r in resources:
+        if r.resource_type != FIS_TEMPLATE:
+            continue
+        roles = r.property_dependencies.get("roleArn", [])
+        policies = [
+            p
+            for p in resources
+            if p.resource_type == "aws:iam/rolePolicy:RolePolicy"
+            and any(d in roles for d in p.property_dependencies.get("role", []))
+        ]
+        for policy in policies:
+            for problem in _fis_statement_problems(get(policy.props, "policy")):
+                yield policy.urn, problem
+
+
+def _fis_statement_problems(text: object) -> Iterable[str]:
+    if not isinstance(text, str):  # unknown during a first preview
+        return
+    for statement in json.loads(text).get("Statement", []):
+        actions = statement.get("Action")
+        actions = [actions] if isinstance(actions, str) else actions or []
+        resources = statement.get("Resource")
+        resources = [resources] if isinstance(resources, str) else resources or []
+        if any(a.startswith("rds:") for a in actions) and any(
+            ":db:" not in resource for resource in resources
+        ):
+            yield "the FIS role may act only on named database instances, not " + ", ".join(
+                resources
+            )
+        if "*" in resources and actions != ["logs:CreateLogDelivery"]:
+            yield f"the FIS role grants {', '.join(actions)} on every resource"
+
+
 POLICIES = [
     stack_rule("required-tags", CATEGORY, "Every taggable AWS resource carries the required "
                "tags: " + ", ".join(REQUIRED_TAGS) + ".", _tags,
@@ -134,6 +191,12 @@ POLICIES = [
                "ACTUAL and FORECASTED notifications go to its alerts topic.", _budget_alerts,
                "Keep CostGuardrails (infra/costs.py) in the platform; tune costs.* in the stack "
                "file."),
+    stack_rule("fis-stop-conditions", CATEGORY, "Every FIS experiment template stops on the "
+               "stack's own CloudWatch alarms.", _fis_stop_conditions,
+               "Pass the alarm ARNs (Monitoring.alarm_arns) as ChaosTarget.stop_alarm_arns."),
+    stack_rule("fis-role-scope", CATEGORY, "An FIS experiment role acts only on the stack's "
+               "named resources (no wildcard beyond logs:CreateLogDelivery).", _fis_role_scope,
+               "Name the target's ARN in the role policy (infra/chaos.py fis_role_policy)."),
     stack_rule("cost-anomalies-alert-the-topic", CATEGORY, "A Cost Anomaly Detection "
                "subscription sends the stack's anomalies to its alerts topic over SNS.",
                _anomaly_alerts, "Keep CostGuardrails (infra/costs.py) in the platform."),
