@@ -280,7 +280,7 @@ def test_log_groups_exist_first_with_the_tiers_retention_and_the_platform_key(
         f"/aws/rds/instance/{db_id}/upgrade",
         f"/aws/apigateway/{PROJECT}-{stack}-api/access",
         f"/{PROJECT}/{stack}/{SERVICE}",
-    }
+    } | ({f"/{PROJECT}/{stack}/chaos"} if TIERS[stack].defaults.chaos.enabled else set())
     for group in groups.values():
         assert group.inputs["retentionInDays"] == days
         assert group.inputs["kmsKeyId"] == key
