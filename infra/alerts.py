@@ -66,8 +66,8 @@ def chatbot_trust_policy() -> str:
 
 
 def topic_policy(topic_arn: str, account_id: str, partition: str, region: str) -> str:
-    """Only CloudWatch alarms and RDS event subscriptions of this account, and principals of this
-    account, may publish."""
+    """Only CloudWatch alarms, RDS event subscriptions, budgets and cost anomaly monitors of this
+    account, and principals of this account, may publish."""
     statements: list[dict[str, Any]] = [
         {
             "Sid": "AllowCloudWatchAlarmsOfThisAccount",
@@ -94,6 +94,28 @@ def topic_policy(topic_arn: str, account_id: str, partition: str, region: str) -
             },
         },
         {
+            # AWS Budgets refuses a notification to a topic it may not publish to
+            # ("Creating an Amazon SNS topic for budget notifications", AWS Cost Management).
+            "Sid": "AllowBudgetsOfThisAccount",
+            "Effect": "Allow",
+            "Principal": {"Service": "budgets.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": topic_arn,
+            "Condition": {
+                "ArnLike": {"aws:SourceArn": f"arn:{partition}:budgets::{account_id}:*"},
+                "StringEquals": {"aws:SourceAccount": account_id},
+            },
+        },
+        {
+            # "Creating an Amazon SNS topic for anomaly notifications", AWS Cost Management.
+            "Sid": "AllowCostAnomalyDetectionOfThisAccount",
+            "Effect": "Allow",
+            "Principal": {"Service": "costalerts.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": topic_arn,
+            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+        },
+        {
             # Operators' test notifications and this account's services. The conditions keep
             # it to principals of this account, over TLS (an encrypted topic requires it too).
             "Sid": "AllowThisAccountToPublish",
@@ -118,9 +140,23 @@ def topic_policy(topic_arn: str, account_id: str, partition: str, region: str) -
     return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
 
 
+def _same_account(partition: str, account_id: str, region: str) -> dict[str, Any]:
+    return {"StringEquals": {"aws:SourceAccount": account_id}}
+
+
+def _budgets_condition(partition: str, account_id: str, region: str) -> dict[str, Any]:
+    # Budgets are global: their ARNs have no region.
+    return {
+        **_same_account(partition, account_id, region),
+        "ArnLike": {"aws:SourceArn": f"arn:{partition}:budgets::{account_id}:*"},
+    }
+
+
 class Alerts(PlatformComponent):
     topic_arn: pulumi.Output[str]
     key_arn: pulumi.Output[str]
+    # What a publisher that checks its permission on creation (AWS Budgets) must wait for.
+    topic_policy: aws.sns.TopicPolicy
 
     def __init__(
         self,
@@ -143,6 +179,14 @@ class Alerts(PlatformComponent):
             grants=[
                 ServiceGrant("AllowCloudWatchAlarmsToUseKey", "cloudwatch.amazonaws.com"),
                 ServiceGrant("AllowRdsEventsToUseKey", "events.rds.amazonaws.com"),
+                ServiceGrant(
+                    "AllowBudgetsToUseKey", "budgets.amazonaws.com", condition=_budgets_condition
+                ),
+                ServiceGrant(
+                    "AllowCostAnomalyDetectionToUseKey",
+                    "costalerts.amazonaws.com",
+                    condition=_same_account,
+                ),
             ],
         )
         topic = aws.sns.Topic(
@@ -154,7 +198,7 @@ class Alerts(PlatformComponent):
             tags=self.tags(),
             opts=self.stateful_opts(),
         )
-        aws.sns.TopicPolicy(
+        self.topic_policy = aws.sns.TopicPolicy(
             f"{name}-topic",
             arn=topic.arn,
             policy=pulumi.Output.all(topic.arn, account.account_id, account.partition).apply(

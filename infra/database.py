@@ -50,6 +50,7 @@ class Database(PlatformComponent):
     resource_id: pulumi.Output[str]
     # The key of the storage and of the master secret: reading that secret needs kms:Decrypt.
     key_arn: pulumi.Output[str]
+    arn: pulumi.Output[str]
     security_group_id: pulumi.Output[str]
     identifier: str
     # The same name, known once the instance exists: for what must wait for it.
@@ -197,6 +198,7 @@ class Database(PlatformComponent):
             )
 
         self.endpoint = instance.address
+        self.arn = instance.arn
         self.port = instance.port
         self.database_name = instance.db_name
         self.master_secret_arn = instance.master_user_secrets.apply(

@@ -54,6 +54,8 @@ class Metric:
     # Average, Sum, Minimum, Maximum, SampleCount, or a percentile such as p90.
     statistic: str
     label: str
+    # Set when a metric-math expression of the same widget reads it; hidden then.
+    math_id: str | None = None
 
     @property
     def is_percentile(self) -> bool:
@@ -64,7 +66,54 @@ class Metric:
         entry: list[Any] = [self.namespace, self.name]
         for key, value in self.dimensions.items():
             entry += [key, value]
-        return [*entry, {"stat": self.statistic, "label": self.label}]
+        options: dict[str, Any] = {"stat": self.statistic, "label": self.label}
+        if self.math_id is not None:
+            options |= {"id": self.math_id, "visible": False}
+        return [*entry, options]
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A CloudWatch metric-math line over the hidden metrics of its widget."""
+
+    math_id: str
+    expression: str
+    label: str
+
+    def widget_entry(self) -> list[Any]:
+        return [{"expression": self.expression, "label": self.label, "id": self.math_id}]
+
+
+def database_headroom(db: WatchedDatabase) -> list[Metric | Expression]:
+    """What the instance leaves unused at its busiest: the right-sizing signal for its class."""
+    memory = db.instance_class.memory_bytes
+    return [
+        rds_metric(db, "CPUUtilization", "Maximum", "CPU", math_id="cpu"),
+        Expression("cpuHeadroom", "100 - cpu", "CPU headroom (%)"),
+        rds_metric(db, "FreeableMemory", "Minimum", "Freeable memory", math_id="memory"),
+        Expression("memoryHeadroom", f"100 * memory / {memory}", "Memory headroom (% of class)"),
+    ]
+
+
+def pods_against_limits(cluster: str, service: str) -> list[Metric | Expression]:
+    """Container Insights publishes pod usage as metrics only against limits, per namespace."""
+    dims = {"Namespace": service, "ClusterName": cluster}
+    return [
+        Metric("ContainerInsights", f"pod_{kind}_utilization_over_pod_limit", dims, stat, label)
+        for kind in ("cpu", "memory")
+        for stat, label in (("Average", f"{kind} average"), ("Maximum", f"{kind} peak minute"))
+    ]
+
+
+def pods_against_requests_query(cluster: str, service: str) -> str:
+    """Usage over requests exists only in Container Insights' performance log events
+    (`pod_cpu_request`, `pod_memory_request`), so a Logs Insights query computes it."""
+    return (
+        f"SOURCE '/aws/containerinsights/{cluster}/performance' "
+        f'| filter Type = "Pod" and Namespace = "{service}" '
+        "| stats avg(100 * pod_cpu_usage_total / pod_cpu_request) as cpuOfRequest, "
+        "avg(100 * pod_memory_working_set / pod_memory_request) as memoryOfRequest by bin(5m)"
+    )
 
 
 @dataclass(frozen=True)
@@ -109,8 +158,11 @@ class WatchedApi:
     preview_target_group_arn_suffixes: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
-def rds_metric(db: WatchedDatabase, name: str, statistic: str, label: str) -> Metric:
-    return Metric("AWS/RDS", name, {"DBInstanceIdentifier": db.identifier}, statistic, label)
+def rds_metric(
+    db: WatchedDatabase, name: str, statistic: str, label: str, math_id: str | None = None
+) -> Metric:
+    dims = {"DBInstanceIdentifier": db.identifier}
+    return Metric("AWS/RDS", name, dims, statistic, label, math_id)
 
 
 def api_metric(api: WatchedApi, name: str, statistic: str, label: str) -> Metric:
@@ -398,9 +450,11 @@ class Monitoring(PlatformComponent):
         api: WatchedApi,
         services: Sequence[str],
         ctx: StackContext,
+        cluster_name: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("monitoring:Monitoring", name, ctx, opts)
+        self._cluster_name = cluster_name
         self._topic_arn = topic_arn
         self.alarm_arns = {}
         self.application_log_groups = {}
@@ -541,7 +595,7 @@ class Monitoring(PlatformComponent):
         def rds(name: str, statistic: str, label: str) -> Metric:
             return rds_metric(database, name, statistic, label)
 
-        panels: list[tuple[str, list[Metric]]] = [
+        panels: list[tuple[str, Sequence[Metric | Expression]]] = [
             ("API traffic and errors", [gateway("Count", "Sum", "Requests"),
                                         gateway("5xx", "Sum", "5xx"),
                                         gateway("4xx", "Sum", "4xx")]),
@@ -571,6 +625,14 @@ class Monitoring(PlatformComponent):
         ]  # fmt: skip
         for service, specs in specs_by_service.items():
             panels.append((f"{service}: hosts and errors", [s.metric for s in specs]))
+        panels.append(("Right-sizing: database headroom", database_headroom(database)))
+        cluster = self._cluster_name
+        if cluster is not None:
+            panels += [
+                (f"Right-sizing: {service} pods against limits (%)",
+                 pods_against_limits(cluster, service))
+                for service in specs_by_service
+            ]  # fmt: skip
 
         layout = _Layout()
         for title, metrics in panels:
@@ -582,6 +644,16 @@ class Monitoring(PlatformComponent):
                     "view": "timeSeries",
                     "period": PERIOD_SECONDS,
                     "metrics": [m.widget_entry() for m in metrics],
+                },
+            )
+        for service in specs_by_service if cluster is not None else ():
+            layout.add(
+                "log",
+                {
+                    "title": f"Right-sizing: {service} pods against requests (%)",
+                    "region": region,
+                    "view": "timeSeries",
+                    "query": pods_against_requests_query(str(cluster), service),
                 },
             )
         layout.add(

@@ -10,8 +10,10 @@ from infra.alerts import Alerts
 from infra.api_gateway import ApiGateway
 from infra.aws_account import AwsAccount
 from infra.blue_green import BlueGreenService, LoadBalancerBinding
+from infra.chaos import ChaosExperiments, ChaosTarget
 from infra.component import PlatformComponent, StackContext
 from infra.container_image import ContainerImage
+from infra.costs import CostGuardrails
 from infra.database import Database
 from infra.database_access import ClusterIdentity, DatabaseConnection
 from infra.kms import ServiceGrant, create_key
@@ -75,6 +77,14 @@ class AnalyticsPlatform(PlatformComponent):
             ctx=ctx,
             opts=self.child_opts(),
         )
+        self.costs = CostGuardrails(
+            "costs",
+            config.costs,
+            topic_arn=self.alerts.topic_arn,
+            topic_policy=self.alerts.topic_policy,
+            ctx=ctx,
+            opts=self.child_opts(),
+        )
         self.database = Database(
             "database",
             config.database,
@@ -131,7 +141,25 @@ class AnalyticsPlatform(PlatformComponent):
             ),
             services=[service.name for service in config.services],
             ctx=ctx,
+            cluster_name=config.kubernetes.cluster_name,
             opts=self.child_opts(),
+        )
+
+        chaos = (
+            ChaosExperiments(
+                "chaos",
+                ChaosTarget(
+                    database_arn=self.database.arn,
+                    multi_az=config.database.multi_az,
+                    stop_alarm_arns=[self.monitoring.alarm_arns[f"{config.api.service}-unhealthy"]],
+                ),
+                account=account,
+                logs_key_arn=platform_key.arn,
+                ctx=ctx,
+                opts=self.child_opts(),
+            )
+            if config.chaos.enabled
+            else None
         )
 
         connection = DatabaseConnection(
@@ -188,6 +216,8 @@ class AnalyticsPlatform(PlatformComponent):
             "imageRepositoryUrl": self.image.repository_url,
             "imageReference": self.image.reference,
             "dashboardName": self.monitoring.dashboard_name,
+            "budgetName": self.costs.budget_name,
+            "chaosTemplateIds": chaos.template_ids if chaos else {},
             "applicationLogGroups": self.monitoring.application_log_groups,
             "services": {
                 s.settings.name: {

@@ -578,6 +578,45 @@ class MonitoringSettings(ConfigModel):
     prometheus: PrometheusSettings = PrometheusSettings()
 
 
+# AWS Budgets: at most 5 notifications per budget; one is the forecast alert.
+MAX_ACTUAL_COST_ALERTS = 4
+
+
+class CostSettings(ConfigModel):
+    """The stack's monthly budget and its anomaly alert, in USD (from the tier table unless set).
+
+    Costs are the stack's by its `Stack` cost allocation tag (activate it once per payer
+    account: Billing console, Cost allocation tags)."""
+
+    monthly_budget_usd: float = Field(gt=0, le=1_000_000)
+    # Percentages of the budget whose crossing by actual spend alerts, rising.
+    actual_alert_percents: tuple[int, ...] = Field(
+        default=(80, 100), min_length=1, max_length=MAX_ACTUAL_COST_ALERTS
+    )
+    # The month's forecast above this percentage of the budget alerts.
+    forecast_alert_percent: int = Field(default=100, ge=1, le=1000)
+    # A cost anomaly whose total impact reaches this many USD alerts at once.
+    anomaly_threshold_usd: float = Field(gt=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _percents_rise(self) -> CostSettings:
+        percents = self.actual_alert_percents
+        if list(percents) != sorted(set(percents)) or not 1 <= percents[0] <= percents[-1] <= 1000:
+            raise PathError(
+                "actualAlertPercents",
+                list(percents),
+                "must rise strictly, each from 1 to 1000 (percent of monthlyBudgetUsd)",
+            )
+        return self
+
+
+class ChaosSettings(ConfigModel):
+    """AWS FIS experiment templates (infra/chaos.py). Off in prod unless set: a template that
+    exists can be started by anyone allowed fis:StartExperiment."""
+
+    enabled: bool
+
+
 _DEFAULT_SERVICES = [
     {"name": "analytics-api", "blue": {"version": "0.1.0"}, "green": {"version": "0.1.0"}}
 ]
@@ -603,6 +642,8 @@ class StackSettings(ConfigModel):
     services: tuple[ServiceSettings, ...] = Field(min_length=1)
     monitoring: MonitoringSettings
     release: ReleaseSettings = ReleaseSettings()
+    costs: CostSettings
+    chaos: ChaosSettings
     # The secret keys this stack cannot run without. A stack file never carries a placeholder
     # ciphertext (the engine decrypts every `secure:` value first); it names the key here, a real
     # run stops with the command that sets it, and the offline preview uses a stand-in.

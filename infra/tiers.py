@@ -84,6 +84,18 @@ class ImageTierDefaults(ConfigModel):
     keep_tagged_images: int | None
 
 
+class CostTierDefaults(ConfigModel):
+    """What a stack of the tier is expected to cost, in USD (the budget and anomaly alerts)."""
+
+    monthly_budget_usd: float
+    anomaly_threshold_usd: float
+
+
+class ChaosTierDefaults(ConfigModel):
+    # Whether the stack's fault injection templates exist at all.
+    enabled: bool
+
+
 class TierDefaults(ConfigModel):
     """Config values a stack gets unless it sets them."""
 
@@ -95,6 +107,8 @@ class TierDefaults(ConfigModel):
     service_defaults: ServiceTierDefaults
     monitoring: MonitoringTierDefaults
     image: ImageTierDefaults
+    costs: CostTierDefaults
+    chaos: ChaosTierDefaults
 
 
 class TierPolicy(BaseModel):
@@ -172,6 +186,8 @@ TIERS: dict[Environment, Tier] = {
                 service=ServiceAlarmTierDefaults(max_error_logs_per_minute=50),
             ),
             image=ImageTierDefaults(keep_tagged_images=30),
+            costs=CostTierDefaults(monthly_budget_usd=300, anomaly_threshold_usd=25),
+            chaos=ChaosTierDefaults(enabled=True),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -228,6 +244,8 @@ TIERS: dict[Environment, Tier] = {
                 service=ServiceAlarmTierDefaults(max_error_logs_per_minute=10),
             ),
             image=ImageTierDefaults(keep_tagged_images=None),
+            costs=CostTierDefaults(monthly_budget_usd=1000, anomaly_threshold_usd=100),
+            chaos=ChaosTierDefaults(enabled=True),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -283,6 +301,8 @@ TIERS: dict[Environment, Tier] = {
                 service=ServiceAlarmTierDefaults(max_error_logs_per_minute=10),
             ),
             image=ImageTierDefaults(keep_tagged_images=None),
+            costs=CostTierDefaults(monthly_budget_usd=5000, anomaly_threshold_usd=300),
+            chaos=ChaosTierDefaults(enabled=False),
         ),
         policy=TierPolicy(
             require_protect=True,

@@ -10,6 +10,8 @@ the documentation, not from the program.
   (REST APIs use other names: 5XXError, 4XXError, and the ApiName dimension)
 - AWS/ApplicationELB:
   https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-cloudwatch-metrics.html
+- ContainerInsights ("Amazon EKS and Kubernetes Container Insights metrics"):
+  https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Container-Insights-metrics-EKS.html
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ _RDS_METRICS = (
     "DBLoadNonCPU",
 )  # fmt: skip
 
+_POD: set[Dimensions] = {
+    frozenset({"PodName", "Namespace", "ClusterName"}),
+    frozenset({"Namespace", "ClusterName"}),
+    frozenset({"Service", "Namespace", "ClusterName"}),
+    frozenset({"ClusterName"}),
+}
+_POD_METRICS = (
+    "pod_cpu_utilization", "pod_memory_utilization", "pod_cpu_utilization_over_pod_limit",
+    "pod_memory_utilization_over_pod_limit",
+)  # fmt: skip
+
 # namespace -> metric -> the dimension sets it is published with
 DOCUMENTED: dict[str, dict[str, set[Dimensions]]] = {
     "AWS/RDS": dict.fromkeys(_RDS_METRICS, _RDS_INSTANCE),
@@ -48,6 +61,9 @@ DOCUMENTED: dict[str, dict[str, set[Dimensions]]] = {
         "TargetResponseTime": _TARGET_GROUP | {frozenset({"LoadBalancer"})},
         "RequestCount": _TARGET_GROUP | {frozenset({"LoadBalancer"})},
     },
+    # Against requests there is no metric: only the performance log events carry
+    # pod_cpu_request and pod_memory_request.
+    "ContainerInsights": dict.fromkeys(_POD_METRICS, _POD),
 }
 
 REST_API_ONLY = {"5XXError", "4XXError", "ApiName"}

@@ -75,6 +75,8 @@ def test_topic_policy_lets_only_cloudwatch_and_this_account_publish(run_stack: R
     assert {json.dumps(s["Principal"], sort_keys=True) for s in allows} == {
         json.dumps({"Service": "cloudwatch.amazonaws.com"}),
         json.dumps({"Service": "events.rds.amazonaws.com"}),
+        json.dumps({"Service": "budgets.amazonaws.com"}),
+        json.dumps({"Service": "costalerts.amazonaws.com"}),
         json.dumps({"AWS": f"arn:aws:iam::{FAKE_ACCOUNT_ID}:root"}),
     }
     rds_events = statements["AllowRdsEventSubscriptionsOfThisAccount"]
@@ -281,6 +283,9 @@ def test_only_the_publisher_needs_the_topic_key(run_stack: RunStack, stack: str)
     assert services == {
         json.dumps({"Service": "cloudwatch.amazonaws.com"}),
         json.dumps({"Service": "events.rds.amazonaws.com"}),
+        # Budgets and Cost Anomaly Detection publish too (tests/test_costs.py).
+        json.dumps({"Service": "budgets.amazonaws.com"}),
+        json.dumps({"Service": "costalerts.amazonaws.com"}),
     }
     assert set(statements["AllowRdsEventsToUseKey"]["Action"]) == {
         "kms:Decrypt",

@@ -181,6 +181,10 @@ def _dimension_values(run: ProgramRun) -> dict[str, set[str]]:
         "Stage": {r.inputs["name"] for r in run.of_type("aws:apigatewayv2/stage:Stage")},
         "TargetGroup": {r.outputs["arnSuffix"] for r in run.of_type(TARGET_GROUP)},
         "LoadBalancer": {r.outputs["arnSuffix"] for r in run.of_type(LOAD_BALANCER)},
+        "Namespace": {
+            r.inputs["metadata"]["name"] for r in run.of_type("kubernetes:core/v1:Namespace")
+        },
+        "ClusterName": {stack_yaml(run.stack)["config"][f"{PROJECT}:kubernetes"]["clusterName"]},
     }
 
 
@@ -276,7 +280,7 @@ def test_log_groups_exist_first_with_the_tiers_retention_and_the_platform_key(
         f"/aws/rds/instance/{db_id}/upgrade",
         f"/aws/apigateway/{PROJECT}-{stack}-api/access",
         f"/{PROJECT}/{stack}/{SERVICE}",
-    }
+    } | ({f"/{PROJECT}/{stack}/chaos"} if TIERS[stack].defaults.chaos.enabled else set())
     for group in groups.values():
         assert group.inputs["retentionInDays"] == days
         assert group.inputs["kmsKeyId"] == key
@@ -319,11 +323,15 @@ def test_every_dashboard_metric_is_documented_and_names_a_resource_of_the_stack(
         for entry in widget["properties"]["metrics"]
     ]
     assert len(metrics) >= 12
+    ids = {entry[-1].get("id") for entry in metrics}
     for entry in metrics:
+        if len(entry) == 1:  # metric math over the widget's hidden metrics
+            assert set(re.findall(r"[a-z][A-Za-z]*", entry[0]["expression"])) <= ids, entry
+            continue
         namespace, name, *pairs, options = entry
         dimensions = dict(zip(pairs[::2], pairs[1::2], strict=True))
         assert is_statistic(options["stat"]), entry
-        if namespace.startswith("AWS/"):
+        if namespace in DOCUMENTED:
             assert frozenset(dimensions) in DOCUMENTED[namespace][name], entry
             for key, value in dimensions.items():
                 assert value in known[key], entry
@@ -342,6 +350,7 @@ def test_dashboard_shows_api_database_hosts_and_every_alarms_status(
         for w in widgets
         if w["type"] == "metric"
         for entry in w["properties"]["metrics"]
+        if len(entry) > 1
     }
     assert {("AWS/ApiGateway", m) for m in ("Count", "5xx", "4xx", "Latency")} <= shown
     database = ("CPUUtilization", "DatabaseConnections", "FreeStorageSpace", "ReadLatency",
@@ -434,3 +443,61 @@ def test_storage_nearing_the_autoscaling_ceiling_pages_through_rds_events(
     [alarm] = [a for a in run.of_type(ALARM) if a.name == "monitoring-database-free-storage"]
     assert f"up to {db['maxAllocatedStorage']:g} GiB" in alarm.inputs["alarmDescription"]
     assert alarm.inputs["threshold"] < 0.1 * db["allocatedStorage"] * GIB + 1
+
+
+def _widget(run: ProgramRun, title: str) -> dict[str, Any]:
+    [widget] = [w for w in _dashboard(run)["widgets"] if w["properties"].get("title") == title]
+    return widget
+
+
+@pytest.mark.parametrize(("stack", "memory_gib"), [("dev", 1), ("staging", 4), ("prod", 8)])
+def test_the_dashboard_shows_the_databases_headroom_against_its_class(
+    runs: Callable[[str], ProgramRun], stack: str, memory_gib: int
+) -> None:
+    """CloudWatch "Use metric math" (expressions over metrics with `id`, hidden with
+    `visible: false`) and the RDS metrics `CPUUtilization` (%) and `FreeableMemory` (bytes):
+    the busiest minute's unused CPU and the lowest free memory as a share of the class's memory,
+    what a smaller or larger class would be chosen by."""
+    metrics = _widget(runs(stack), "Right-sizing: database headroom")["properties"]["metrics"]
+    identifier = f"{PROJECT}-{stack}-database"
+    assert metrics == [
+        ["AWS/RDS", "CPUUtilization", "DBInstanceIdentifier", identifier,
+         {"id": "cpu", "label": "CPU", "stat": "Maximum", "visible": False}],
+        [{"expression": "100 - cpu", "id": "cpuHeadroom", "label": "CPU headroom (%)"}],
+        ["AWS/RDS", "FreeableMemory", "DBInstanceIdentifier", identifier,
+         {"id": "memory", "label": "Freeable memory", "stat": "Minimum", "visible": False}],
+        [{"expression": f"100 * memory / {memory_gib * 1024**3}", "id": "memoryHeadroom",
+          "label": "Memory headroom (% of class)"}],
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_dashboard_shows_each_services_pods_against_their_limits_and_requests(
+    runs: Callable[[str], ProgramRun], stack: str
+) -> None:
+    """ "Amazon EKS and Kubernetes Container Insights metrics": pod usage is published as
+    metrics only over the pods' limits (`pod_cpu_utilization_over_pod_limit`,
+    `pod_memory_utilization_over_pod_limit`, per Namespace and ClusterName); "Relevant fields
+    in performance log events for Amazon EKS and Kubernetes": `pod_cpu_usage_total`,
+    `pod_cpu_request`, `pod_memory_working_set`, `pod_memory_request` are log fields of
+    `/aws/containerinsights/<cluster>/performance`, so usage over requests is a Logs Insights
+    query (dashboard `log` widget, `SOURCE '<group>' | ...`)."""
+    run = runs(stack)
+    cluster = stack_yaml(stack)["config"][f"{PROJECT}:kubernetes"]["clusterName"]
+    limits = _widget(run, "Right-sizing: analytics-api pods against limits (%)")
+    assert {(m[1], m[-1]["stat"]) for m in limits["properties"]["metrics"]} == {
+        (f"pod_{kind}_utilization_over_pod_limit", stat)
+        for kind in ("cpu", "memory")
+        for stat in ("Average", "Maximum")
+    }
+    for metric in limits["properties"]["metrics"]:
+        assert metric[:1] + metric[2:6] == [
+            "ContainerInsights", "Namespace", "analytics-api", "ClusterName", cluster
+        ]  # fmt: skip
+    requests = _widget(run, "Right-sizing: analytics-api pods against requests (%)")
+    assert requests["type"] == "log"
+    query = requests["properties"]["query"]
+    assert query.startswith(f"SOURCE '/aws/containerinsights/{cluster}/performance' |")
+    assert 'filter Type = "Pod" and Namespace = "analytics-api"' in query
+    assert "100 * pod_cpu_usage_total / pod_cpu_request" in query
+    assert "100 * pod_memory_working_set / pod_memory_request" in query

@@ -65,6 +65,9 @@ STAGE = "aws:apigatewayv2/stage:Stage"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 REPO = "aws:ecr/repository:Repository"
 TOPIC = "aws:sns/topic:Topic"
+BUDGET = "aws:budgets/budget:Budget"
+FIS = "aws:fis/experimentTemplate:ExperimentTemplate"
+ANOMALY_SUBSCRIPTION = "aws:costexplorer/anomalySubscription:AnomalySubscription"
 
 
 def _no_force_ssl(doc: Doc) -> None:
@@ -210,7 +213,90 @@ VIOLATIONS: dict[str, tuple[str, Callable[[Doc], None]]] = {
     ),
     "protect-stateful-in-prod": ("prod", lambda d: find(d, TOPIC).update(protect=False)),
     "database-cost-guard": ("dev", lambda d: inputs(d, DB).update(instanceClass="db.r7g.16xlarge")),
+    "budget-alerts-the-topic": ("prod", lambda d: drop(d, BUDGET)),
+    "cost-anomalies-alert-the-topic": ("staging", lambda d: drop(d, ANOMALY_SUBSCRIPTION)),
+    "fis-stop-conditions": ("staging", lambda d: inputs(d, FIS).update(stopConditions=[])),
+    "fis-role-scope": ("staging", lambda d: _fis_policy(d, "rds:*", "*")),
 }
+
+
+def _fis_policy(doc: Doc, action: str, resource: str) -> None:
+    policy = inputs(doc, "aws:iam/rolePolicy:RolePolicy", "chaos-fis")
+    document = json.loads(policy["policy"])
+    document["Statement"][0].update(Action=action, Resource=resource)
+    policy["policy"] = json.dumps(document)
+
+
+def _unbound_stop_condition(doc: Doc) -> None:
+    find(doc, FIS)["propertyDependencies"].pop("stopConditions")
+
+
+@pytest.mark.parametrize(
+    ("rule", "break_it"),
+    [
+        ("fis-stop-conditions", lambda d: inputs(d, FIS).update(stopConditions=[])),
+        ("fis-stop-conditions", _unbound_stop_condition),
+        ("fis-stop-conditions",
+         lambda d: inputs(d, FIS)["stopConditions"][0].update(source="none")),
+        ("fis-role-scope", lambda d: _fis_policy(d, "rds:RebootDBInstance", "*")),
+        ("fis-role-scope", lambda d: _fis_policy(d, "rds:RebootDBInstance",
+                                                 "arn:aws:rds:eu-west-1:1:cluster:x")),
+        ("fis-role-scope", lambda d: _fis_policy(d, "ec2:TerminateInstances", "*")),
+    ],
+)  # fmt: skip
+def test_fis_rules_fire_on_each_way_of_an_unguarded_experiment(
+    previews: Callable[[str], Doc], rule: str, break_it: Callable[[Doc], None]
+) -> None:
+    """AWS FIS "Stop conditions for AWS FIS" (CloudWatch alarms) and "IAM roles for AWS FIS
+    experiments" (grant only what the actions need, on the targets)."""
+    bad = previews("staging")
+    break_it(bad)
+    fired = check(bad, [BY_NAME[rule]])
+    assert fired
+    assert {v.policy for v in fired} == {rule}
+
+
+def _forecast_dropped(doc: Doc) -> None:
+    budget = inputs(doc, BUDGET)
+    budget["notifications"] = [
+        n for n in budget["notifications"] if n["notificationType"] != "FORECASTED"
+    ]
+
+
+def _budget_to_email(doc: Doc) -> None:
+    budget = find(doc, BUDGET)
+    budget["propertyDependencies"] = {}
+    for notification in budget["inputs"]["notifications"]:
+        notification["subscriberSnsTopicArns"] = []
+        notification["subscriberEmailAddresses"] = ["someone@example.com"]
+
+
+def _anomalies_to_email(doc: Doc) -> None:
+    subscription = find(doc, ANOMALY_SUBSCRIPTION)
+    subscription["propertyDependencies"] = {}
+    subscription["inputs"]["subscribers"] = [{"type": "EMAIL", "address": "a@example.com"}]
+
+
+@pytest.mark.parametrize(
+    ("rule", "break_it", "message"),
+    [
+        ("budget-alerts-the-topic", lambda d: drop(d, BUDGET), "no AWS Budget alerts"),
+        ("budget-alerts-the-topic", _forecast_dropped, "ACTUAL and FORECASTED"),
+        ("budget-alerts-the-topic", _budget_to_email, "to the stack's alerts topic"),
+        ("cost-anomalies-alert-the-topic", lambda d: drop(d, ANOMALY_SUBSCRIPTION), "no cost"),
+        ("cost-anomalies-alert-the-topic", _anomalies_to_email, "must alert the stack's topic"),
+    ],
+)
+def test_cost_rules_fire_on_each_way_of_losing_the_alert(
+    previews: Callable[[str], Doc], rule: str, break_it: Callable[[Doc], None], message: str
+) -> None:
+    """AWS Budgets / Cost Anomaly Detection reach the on-call only through the alerts topic
+    ("Creating an Amazon SNS topic for budget notifications"; "... for anomaly notifications")."""
+    bad = previews("prod")
+    break_it(bad)
+    fired = check(bad, [BY_NAME[rule]])
+    assert [v.policy for v in fired] == [rule]
+    assert message in fired[0].message
 
 
 @pytest.mark.parametrize("stack", STACKS)

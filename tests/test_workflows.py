@@ -33,8 +33,24 @@ def _steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
 
 def test_the_expected_workflows_exist() -> None:
     assert {w.name for w in WORKFLOWS} == {
-        "ci.yml", "preview.yml", "preview-comment.yml", "deploy.yml", "drift.yml",
+        "ci.yml", "preview.yml", "preview-comment.yml", "deploy.yml", "drift.yml", "chaos.yml",
     }  # fmt: skip
+
+
+def test_chaos_runs_only_by_hand_against_staging_and_fails_when_an_alarm_fired() -> None:
+    """GitHub "Events that trigger workflows": workflow_dispatch only, so no push or schedule
+    starts an experiment; the report reads the stop alarm's StateUpdate history (CloudWatch
+    DescribeAlarmHistory) and the experiment's final state (FIS GetExperiment)."""
+    chaos = _load("chaos.yml")
+    assert set(_on(chaos)) == {"workflow_dispatch"}
+    job = chaos["jobs"]["experiment"]
+    assert job["env"]["STACK"] == "staging"
+    assert job["env"]["ALARM"] == "analytics-platform-staging-analytics-api-unhealthy"
+    assert job["concurrency"] == {"group": "chaos-staging", "cancel-in-progress": False}
+    runs = "\n".join(step.get("run", "") for step in job["steps"])
+    assert "aws fis start-experiment" in runs
+    assert "describe-alarm-history" in runs
+    assert '[ "$state" = completed ] && [ "$alarms" = 0 ]' in runs
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

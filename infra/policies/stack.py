@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 
@@ -73,6 +74,105 @@ def _cost_guard(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]
             )
 
 
+TOPIC = "aws:sns/topic:Topic"
+BUDGET = "aws:budgets/budget:Budget"
+ANOMALY_SUBSCRIPTION = "aws:costexplorer/anomalySubscription:AnomalySubscription"
+
+
+def _from_a_topic(r: PolicyResource, key: str) -> bool:
+    return any(d.resource_type == TOPIC for d in r.property_dependencies.get(key, []))
+
+
+def _budget_problem(budget: PolicyResource) -> str | None:
+    notifications = get(budget.props, "notifications") or []
+    kinds = {n.get("notificationType") for n in notifications}
+    if get(budget.props, "budgetType") != "COST" or not {"ACTUAL", "FORECASTED"} <= kinds:
+        return "a COST budget needs ACTUAL and FORECASTED notifications"
+    if not _from_a_topic(budget, "notifications") or not all(
+        n.get("subscriberSnsTopicArns") for n in notifications
+    ):
+        return "every notification must go to the stack's alerts topic"
+    return None
+
+
+def _budget_alerts(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    budgets = [r for r in resources if r.resource_type == BUDGET]
+    for budget in budgets:
+        problem = _budget_problem(budget)
+        if problem:
+            yield budget.urn, problem
+    if not budgets:
+        for topic in (r for r in resources if r.resource_type == TOPIC):
+            yield topic.urn, "no AWS Budget alerts this stack's topic"
+
+
+def _anomaly_alerts(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    subscriptions = [r for r in resources if r.resource_type == ANOMALY_SUBSCRIPTION]
+    for subscription in subscriptions:
+        kinds = {s.get("type") for s in get(subscription.props, "subscribers") or []}
+        if "SNS" not in kinds or not _from_a_topic(subscription, "subscribers"):
+            yield subscription.urn, "the anomaly subscription must alert the stack's topic"
+    if not subscriptions:
+        for topic in (r for r in resources if r.resource_type == TOPIC):
+            yield topic.urn, "no cost anomaly subscription alerts this stack's topic"
+
+
+FIS_TEMPLATE = "aws:fis/experimentTemplate:ExperimentTemplate"
+ALARM_TYPES = (
+    "aws:cloudwatch/metricAlarm:MetricAlarm",
+    "aws:cloudwatch/compositeAlarm:CompositeAlarm",
+)
+
+
+def _fis_stop_conditions(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    for r in resources:
+        if r.resource_type != FIS_TEMPLATE:
+            continue
+        conditions = get(r.props, "stopConditions") or []
+        bound = any(d.resource_type in ALARM_TYPES for d in r.property_dependencies.get(
+            "stopConditions", []))  # fmt: skip
+        if (
+            not conditions
+            or not bound
+            or any(c.get("source") != "aws:cloudwatch:alarm" for c in conditions)
+        ):
+            yield r.urn, "every stop condition must be one of the stack's CloudWatch alarms"
+
+
+def _fis_role_scope(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    for r in resources:
+        if r.resource_type != FIS_TEMPLATE:
+            continue
+        roles = r.property_dependencies.get("roleArn", [])
+        policies = [
+            p
+            for p in resources
+            if p.resource_type == "aws:iam/rolePolicy:RolePolicy"
+            and any(d in roles for d in p.property_dependencies.get("role", []))
+        ]
+        for policy in policies:
+            for problem in _fis_statement_problems(get(policy.props, "policy")):
+                yield policy.urn, problem
+
+
+def _fis_statement_problems(text: object) -> Iterable[str]:
+    if not isinstance(text, str):  # unknown during a first preview
+        return
+    for statement in json.loads(text).get("Statement", []):
+        actions = statement.get("Action")
+        actions = [actions] if isinstance(actions, str) else actions or []
+        resources = statement.get("Resource")
+        resources = [resources] if isinstance(resources, str) else resources or []
+        if any(a.startswith("rds:") for a in actions) and any(
+            ":db:" not in resource for resource in resources
+        ):
+            yield "the FIS role may act only on named database instances, not " + ", ".join(
+                resources
+            )
+        if "*" in resources and actions != ["logs:CreateLogDelivery"]:
+            yield f"the FIS role grants {', '.join(actions)} on every resource"
+
+
 POLICIES = [
     stack_rule("required-tags", CATEGORY, "Every taggable AWS resource carries the required "
                "tags: " + ", ".join(REQUIRED_TAGS) + ".", _tags,
@@ -87,4 +187,17 @@ POLICIES = [
     stack_rule("database-cost-guard", CATEGORY, "Database instance classes stay within the "
                "tier's allowed classes.", _cost_guard,
                "Pick a class from the tier's list (infra/tiers.py database_instance_classes)."),
+    stack_rule("budget-alerts-the-topic", CATEGORY, "The stack has a monthly COST budget whose "
+               "ACTUAL and FORECASTED notifications go to its alerts topic.", _budget_alerts,
+               "Keep CostGuardrails (infra/costs.py) in the platform; tune costs.* in the stack "
+               "file."),
+    stack_rule("fis-stop-conditions", CATEGORY, "Every FIS experiment template stops on the "
+               "stack's own CloudWatch alarms.", _fis_stop_conditions,
+               "Pass the alarm ARNs (Monitoring.alarm_arns) as ChaosTarget.stop_alarm_arns."),
+    stack_rule("fis-role-scope", CATEGORY, "An FIS experiment role acts only on the stack's "
+               "named resources (no wildcard beyond logs:CreateLogDelivery).", _fis_role_scope,
+               "Name the target's ARN in the role policy (infra/chaos.py fis_role_policy)."),
+    stack_rule("cost-anomalies-alert-the-topic", CATEGORY, "A Cost Anomaly Detection "
+               "subscription sends the stack's anomalies to its alerts topic over SNS.",
+               _anomaly_alerts, "Keep CostGuardrails (infra/costs.py) in the platform."),
 ]  # fmt: skip
