@@ -244,3 +244,14 @@ def test_a_protect_change_is_shown_and_dropping_it_warns() -> None:
     assert "  - `(protect)`: `true` → `false`" in text
     assert "- **update** `aws:kms/key:Key` `alerts-key` (**protect added**)" in text
     assert "0 to add, 2 to update in place, 0 to replace, 0 to remove." in text
+
+
+def test_long_values_are_cut_at_80_characters() -> None:
+    def doc(a: str, b: str) -> dict[str, Any]:
+        resource = {"urn": "urn:pulumi:dev::p::aws:sns/topic:Topic::t", "name": "t",
+                    "type": "aws:sns/topic:Topic", "inputs": {"a": a, "b": b}}  # fmt: skip
+        return {"stack": "dev", "project": "p", "resources": [resource]}
+
+    text = render(compare(doc("", ""), doc("x" * 80, "y" * 81)))
+    assert f"  - `a`: `` → `{'x' * 80}`\n" in text
+    assert f"  - `b`: `` → `{'y' * 79}…`\n" in text
