@@ -255,3 +255,17 @@ def test_long_values_are_cut_at_80_characters() -> None:
     text = render(compare(doc("", ""), doc("x" * 80, "y" * 81)))
     assert f"  - `a`: `` → `{'x' * 80}`\n" in text
     assert f"  - `b`: `` → `{'y' * 79}…`\n" in text
+    assert "\n#### (stack)\n- **update** `aws:sns/topic:Topic` `t`\n" in text  # no parent
+    assert render(compare(doc("a", "b"), doc("a", "b"))) == (
+        "### Plan diff: `dev`\n\nNo changes: the `dev` stack is the same as on the base branch.\n"
+    )
+
+
+def test_a_kubernetes_object_is_replaced_when_its_name_changes() -> None:
+    """pulumi-kubernetes replaces an object whose metadata.name or namespace changes: the API
+    server has no rename."""
+    base, head = _doc("dev"), _doc("dev")
+    [namespace] = [r for r in base["resources"] if r["type"] == "kubernetes:core/v1:Namespace"]
+    namespace["inputs"]["metadata"]["name"] = "old-name"
+    [change] = compare(base, head).changed
+    assert (change.action, change.replaced_by) == ("replace", ["metadata.name"])
