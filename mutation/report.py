@@ -6,7 +6,7 @@ mutmut 3 records each mutant's pytest exit code in `mutants/<path>.meta`. A muta
 a test failed on it (or it timed out: the mutated code never finished); it survived when every
 test that reached it passed, or no test reached it at all. Mutants listed in
 mutation/equivalent-mutants.toml (reviewed: no test can tell them apart from the original) are
-left out of the rate, and a listed one that is not a survivor any more is reported as stale.
+left out of the rate, and a listed one that a test now catches is reported as stale.
 """
 
 from __future__ import annotations
@@ -73,6 +73,12 @@ def score(results: Mapping[str, int | None], equivalents: Mapping[str, str]) -> 
     return [modules[m] for m in sorted(modules)]
 
 
+def stale(results: Mapping[str, int | None], equivalents: Mapping[str, str]) -> list[str]:
+    """Listed as equivalent, yet caught: the code (or mutmut's numbering) moved on. A listed
+    mutant that was not run in a scoped run is not stale."""
+    return sorted(k for k in equivalents if results.get(k) in CAUGHT)
+
+
 def read_results(mutants: Path) -> dict[str, int | None]:
     results: dict[str, int | None] = {}
     for meta in sorted(mutants.rglob("*.py.meta")):
@@ -115,8 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     equivalents = load_equivalents()
     scores = score(results, equivalents)
-    stale = sorted(k for k in equivalents if k in results and results[k] not in SURVIVED)
-    text = render(scores, stale)
+    text = render(scores, stale(results, equivalents))
     print(text, end="")
     if args.markdown:
         args.markdown.write_text(text)

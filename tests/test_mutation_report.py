@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mutation.report import load_equivalents, main, module_of, score
+from mutation.report import load_equivalents, main, module_of, score, stale
 
 RESULTS = {
     "infra.plan_diff.x_render__mutmut_1": 1,  # a test failed: caught
@@ -65,3 +65,9 @@ def test_every_listed_equivalent_mutant_says_why() -> None:
     for mutant, reason in load_equivalents().items():
         assert mutant.startswith("infra."), mutant
         assert len(reason) > 20, mutant
+
+
+def test_a_listed_mutant_that_is_caught_is_stale_and_one_not_run_is_not() -> None:
+    listed = {"infra.plan_diff.x_render__mutmut_1": "r", "infra.release.x_judge__mutmut_1": "r",
+              "infra.plan_diff.x_show__mutmut_1": "r"}  # fmt: skip
+    assert stale(RESULTS, listed) == ["infra.plan_diff.x_render__mutmut_1"]

@@ -475,6 +475,8 @@ def test_each_window_is_judged_pass_fail_or_inconclusive(
     [
         (release.CanaryWindow(None, None, None),
          ("inconclusive", "0 requests to the canary (at least 10 needed to judge)")),
+        (release.CanaryWindow(10, None, 0.1),  # exactly minRequestsPerWindow: enough
+         ("pass", "error rate 0.0000, p95 100 ms over 10 requests")),
         (release.CanaryWindow(100, None, 0.1, connection_errors=1),
          ("pass", "error rate 0.0100, p95 100 ms over 100 requests")),
         (release.CanaryWindow(100, 3, 0.1),
