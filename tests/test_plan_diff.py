@@ -269,3 +269,24 @@ def test_a_kubernetes_object_is_replaced_when_its_name_changes() -> None:
     namespace["inputs"]["metadata"]["name"] = "old-name"
     [change] = compare(base, head).changed
     assert (change.action, change.replaced_by) == ("replace", ["metadata.name"])
+
+
+def test_the_markdown_escapes_values_and_cuts_after_25_paths() -> None:
+    def doc(resources: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"stack": "dev", "project": "p", "resources": resources}
+
+    def topic(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"urn": f"urn:pulumi:dev::p::aws:sns/topic:Topic::{name}", "name": name,
+                "type": "aws:sns/topic:Topic", "inputs": inputs}  # fmt: skip
+
+    exactly = {f"k{i:02}": "a" for i in range(25)}
+    over = {f"k{i:02}": "a" for i in range(26)}
+    base = doc([topic("exact", {}), topic("over", {}), topic("gone", {}),
+                topic("odd", {"v": "x"})])  # fmt: skip
+    head = doc([topic("exact", exactly), topic("over", over), topic("odd", {"v": "a`b|c"})])
+    text = render(compare(base, head))
+    assert "- **remove** `aws:sns/topic:Topic` `gone`\n" in text  # not protected: no flag
+    assert "  - `v`: `x` → `a'b\\|c`\n" in text
+    assert text.count("… and 1 more properties") == 1
+    assert "\n\n#### (stack)\n" in text
+    assert "\n\n0 to add, 3 to update in place, 0 to replace, 1 to remove." in text
