@@ -7,7 +7,8 @@ grouped by component (the resource's parent), lists what is added, removed, upda
 replaced, with the changed property paths and their old and new values. Secrets are "[secret]"
 in both documents already. A stateful resource that disappears or is replaced gets a `WARNING:`
 line (a new, empty one takes its place); a protected one a `BLOCKED:` line, since `pulumi up`
-refuses to delete a protected resource.
+refuses to delete a protected resource. A resource that loses `protect` gets a `WARNING:` line
+too: the next plan that deletes it is no longer refused.
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ class Change:
     def action(self) -> str:
         return "replace" if self.replaced_by else "update"
 
+    @property
+    def protect_change(self) -> str | None:
+        """ "protect added" or "protect removed", when the resource option changes."""
+        if "(protect)" not in self.properties:
+            return None
+        return "protect added" if self.properties["(protect)"][1] else "protect removed"
+
 
 @dataclass
 class PlanDiff:
@@ -130,17 +138,26 @@ class PlanDiff:
 
     @property
     def warnings(self) -> list[str]:
-        return [
-            f"WARNING: stateful resource {r['name']} ({r['type']}) would be deleted or "
-            f"replaced: its URN {r['urn']} disappears and no resource has an alias to it"
-            for r in self.removed
-            if r["type"] in STATEFUL_TYPES
-        ] + [
-            f"WARNING: stateful resource {c.resource['name']} ({c.resource['type']}) would be "
-            f"replaced by a new, empty one: {', '.join(c.replaced_by)} cannot change in place"
-            for c in self.replaced
-            if c.resource["type"] in STATEFUL_TYPES
-        ]
+        return (
+            [
+                f"WARNING: stateful resource {r['name']} ({r['type']}) would be deleted or "
+                f"replaced: its URN {r['urn']} disappears and no resource has an alias to it"
+                for r in self.removed
+                if r["type"] in STATEFUL_TYPES
+            ]
+            + [
+                f"WARNING: stateful resource {c.resource['name']} ({c.resource['type']}) would be "
+                f"replaced by a new, empty one: {', '.join(c.replaced_by)} cannot change in place"
+                for c in self.replaced
+                if c.resource["type"] in STATEFUL_TYPES
+            ]
+            + [
+                f"WARNING: {c.resource['name']} ({c.resource['type']}) is no longer protected: "
+                "`pulumi up` will not refuse to delete it"
+                for c in self.changed
+                if c.protect_change == "protect removed"
+            ]
+        )
 
 
 ABSENT = "<absent>"
@@ -234,6 +251,8 @@ def render(diff: PlanDiff) -> str:
         entry = [f"- **{change.action}** `{r['type']}` `{r['name']}`"]
         if change.replaced_by:
             entry[0] += f" (replaced because {', '.join(change.replaced_by)} changes)"
+        if change.protect_change:
+            entry[0] += f" (**{change.protect_change}**)"
         if change.renamed_from:
             entry[0] += f" (renamed from `{change.renamed_from.rsplit('::', 1)[1]}`, aliased)"
         shown = list(change.properties.items())

@@ -370,3 +370,23 @@ def test_staging_and_prod_databases_have_deletion_protection(
     refuses DeleteDBInstance until it is turned off; staging's weeks of test data get it from
     the tier table, as prod does."""
     assert _db(run_stack(stack))["deletionProtection"] is protected
+
+
+@pytest.mark.parametrize(("stack", "immediately"), [("dev", True), ("staging", True),
+                                                    ("prod", False)])  # fmt: skip
+def test_a_protected_database_waits_for_its_maintenance_window(
+    run_stack: RunStack, stack: str, immediately: bool
+) -> None:
+    """applyImmediately false queues a modification (a class change, a storage change that
+    restarts the instance) for the next maintenance window instead of applying it mid-day
+    (Pulumi registry, aws.rds.Instance `applyImmediately`; Amazon RDS User Guide, "Using the
+    schedule modifications setting"). Unprotected stacks apply at once so a push is testable;
+    the protected prod database does not restart on a `pulumi up`."""
+    record = run_stack(stack).one(DB, "database")
+    assert record.protect is not immediately
+    assert record.inputs["applyImmediately"] is immediately
+
+
+def test_protecting_a_stack_is_what_defers_its_database_changes(run_stack: RunStack) -> None:
+    record = run_stack("dev", overrides={"protectStatefulResources": True}).one(DB, "database")
+    assert (record.protect, record.inputs["applyImmediately"]) == (True, False)

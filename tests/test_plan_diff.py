@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from infra.mock_engine import FAKE_DB_PASSWORD
-from infra.plan_diff import compare, render
+from infra.plan_diff import REPLACE_ON, compare, render
 from infra.preview import main
 from infra.stackfiles import secret_placeholder
-from tests.conftest import RunStack, preview_of_copy, renamed_database, unchanged_run
+from infra.stateful import STATEFUL_TYPES
+from tests.conftest import ROOT, RunStack, preview_of_copy, renamed_database, unchanged_run
 
 
 def _doc(stack: str) -> dict[str, Any]:
@@ -165,3 +166,127 @@ def test_a_kubernetes_object_is_replaced_when_its_identity_changes() -> None:
     [change] = compare(base, head).changed
     assert change.action == "replace"
     assert change.replaced_by == ["spec.selector.matchLabels.color"]
+
+
+def _snapshot_types() -> list[str]:
+    """Every stateful type the state-safety snapshot records, in any stack."""
+    urns = json.loads((ROOT / "state" / "stateful-urns.json").read_text())
+    return sorted({urn.split("::")[-2].rsplit("$", 1)[-1] for stack in urns.values()
+                   for urn in stack})  # fmt: skip
+
+
+# A dev resource of each stateful type, and one input the provider cannot change in place (the
+# Pulumi AWS registry pages mark it "Changing this forces a new resource": aws.rds.Instance
+# identifier, aws.kms.Key multiRegion, aws.sns.Topic name, aws.cloudwatch.LogGroup name,
+# aws.ecr.Repository name).
+REPLACED_BY = {
+    "aws:rds/instance:Instance": ("database", "identifier"),
+    "aws:kms/key:Key": ("alerts-key", "multiRegion"),
+    "aws:sns/topic:Topic": ("alerts-topic", "name"),
+    "aws:cloudwatch/logGroup:LogGroup": ("api-access-logs", "name"),
+    "aws:ecr/repository:Repository": ("image", "name"),
+}
+
+
+def test_the_plan_diff_knows_every_stateful_type_of_the_snapshot() -> None:
+    assert set(_snapshot_types()) <= STATEFUL_TYPES
+    assert set(REPLACED_BY) == set(_snapshot_types())
+    for type_ in _snapshot_types():
+        assert REPLACE_ON[type_], type_
+
+
+def _of(doc: dict[str, Any], type_: str, name: str) -> dict[str, Any]:
+    return next(r for r in doc["resources"] if (r["type"], r["name"]) == (type_, name))
+
+
+@pytest.mark.parametrize("type_", sorted(REPLACED_BY))
+def test_removing_any_stateful_type_warns(type_: str) -> None:
+    name, _ = REPLACED_BY[type_]
+    base, head = _doc("dev"), _doc("dev")
+    urn = _of(base, type_, name)["urn"]
+    head["resources"] = [r for r in head["resources"] if r["urn"] != urn]
+    assert render(compare(base, head)).splitlines()[2] == (
+        f"WARNING: stateful resource {name} ({type_}) would be deleted or replaced: its URN "
+        f"{urn} disappears and no resource has an alias to it"
+    )
+
+
+@pytest.mark.parametrize("type_", sorted(REPLACED_BY))
+def test_a_stateful_resource_that_keeps_its_urn_but_must_be_replaced_warns(type_: str) -> None:
+    name, prop = REPLACED_BY[type_]
+    base, head = _doc("dev"), _doc("dev")
+    _of(base, type_, name)["inputs"][prop] = "the-old-value"
+    diff = compare(base, head)
+    [change] = diff.changed
+    assert (change.action, change.replaced_by) == ("replace", [prop])
+    assert diff.warnings == [
+        f"WARNING: stateful resource {name} ({type_}) would be replaced by a new, empty one: "
+        f"{prop} cannot change in place"
+    ]
+
+
+def test_a_protect_change_is_shown_and_dropping_it_warns() -> None:
+    """`protect` is a resource option, not an input: Pulumi refuses to delete a protected
+    resource and deletes an unprotected one (Pulumi docs, "Resource option: protect")."""
+    base, head = _doc("prod"), _doc("prod")
+    _of(head, "aws:sns/topic:Topic", "alerts-topic")["protect"] = False
+    _of(base, "aws:kms/key:Key", "alerts-key")["protect"] = False
+    diff = compare(base, head)
+    assert {c.resource["name"]: c.protect_change for c in diff.changed} == {
+        "alerts-topic": "protect removed", "alerts-key": "protect added",
+    }  # fmt: skip
+    assert diff.warnings == [
+        "WARNING: alerts-topic (aws:sns/topic:Topic) is no longer protected: `pulumi up` will "
+        "not refuse to delete it"
+    ]
+    text = render(diff)
+    assert "- **update** `aws:sns/topic:Topic` `alerts-topic` (**protect removed**)" in text
+    assert "  - `(protect)`: `true` → `false`" in text
+    assert "- **update** `aws:kms/key:Key` `alerts-key` (**protect added**)" in text
+    assert "0 to add, 2 to update in place, 0 to replace, 0 to remove." in text
+
+
+def test_long_values_are_cut_at_80_characters() -> None:
+    def doc(a: str, b: str) -> dict[str, Any]:
+        resource = {"urn": "urn:pulumi:dev::p::aws:sns/topic:Topic::t", "name": "t",
+                    "type": "aws:sns/topic:Topic", "inputs": {"a": a, "b": b}}  # fmt: skip
+        return {"stack": "dev", "project": "p", "resources": [resource]}
+
+    text = render(compare(doc("", ""), doc("x" * 80, "y" * 81)))
+    assert f"  - `a`: `` → `{'x' * 80}`\n" in text
+    assert f"  - `b`: `` → `{'y' * 79}…`\n" in text
+    assert "\n#### (stack)\n- **update** `aws:sns/topic:Topic` `t`\n" in text  # no parent
+    assert render(compare(doc("a", "b"), doc("a", "b"))) == (
+        "### Plan diff: `dev`\n\nNo changes: the `dev` stack is the same as on the base branch.\n"
+    )
+
+
+def test_a_kubernetes_object_is_replaced_when_its_name_changes() -> None:
+    """pulumi-kubernetes replaces an object whose metadata.name or namespace changes: the API
+    server has no rename."""
+    base, head = _doc("dev"), _doc("dev")
+    [namespace] = [r for r in base["resources"] if r["type"] == "kubernetes:core/v1:Namespace"]
+    namespace["inputs"]["metadata"]["name"] = "old-name"
+    [change] = compare(base, head).changed
+    assert (change.action, change.replaced_by) == ("replace", ["metadata.name"])
+
+
+def test_the_markdown_escapes_values_and_cuts_after_25_paths() -> None:
+    def doc(resources: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"stack": "dev", "project": "p", "resources": resources}
+
+    def topic(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"urn": f"urn:pulumi:dev::p::aws:sns/topic:Topic::{name}", "name": name,
+                "type": "aws:sns/topic:Topic", "inputs": inputs}  # fmt: skip
+
+    exactly = {f"k{i:02}": "a" for i in range(25)}
+    over = {f"k{i:02}": "a" for i in range(26)}
+    base = doc([topic("exact", {}), topic("over", {}), topic("gone", {}),
+                topic("odd", {"v": "x"})])  # fmt: skip
+    head = doc([topic("exact", exactly), topic("over", over), topic("odd", {"v": "a`b|c"})])
+    text = render(compare(base, head))
+    assert "- **remove** `aws:sns/topic:Topic` `gone`\n" in text  # not protected: no flag
+    assert "  - `v`: `x` → `a'b\\|c`\n" in text
+    assert text.count("… and 1 more properties") == 1
+    assert "\n\n#### (stack)\n" in text
+    assert "\n\n0 to add, 3 to update in place, 0 to replace, 1 to remove." in text

@@ -22,6 +22,7 @@ from pulumi_policy.policy import _PolicyAnalyzerServicer
 from infra.policies import BY_NAME, POLICIES
 from infra.policies.__main__ import main
 from infra.policies.runner import check
+from infra.tiers import TIERS
 from tests.conftest import PROJECT, ROOT, STACKS, unchanged_run
 
 Doc = dict[str, Any]
@@ -474,3 +475,209 @@ def test_unreadable_input_is_one_line_naming_the_file(
     assert line.startswith(f"error: {path}: ")
     assert says in line
     assert captured.out == ""
+
+
+# Every branch of a rule on its own: the value unset as well as wrong, the IPv6 form of
+# "anywhere" as well as the IPv4 one, each key of a rule that checks several. Each case asserts
+# the exact messages, so a rule that flags the wrong thing (or only the first) fails too.
+# (case, rule, stack, how to break it, the messages; "{c}" is the container's name)
+def _set(type_: str, name: str | None = None, **props: Any) -> Callable[[Doc], None]:
+    return lambda d: inputs(d, type_, name).update(props)
+
+
+def _unset(type_: str, name: str | None, *keys: str) -> Callable[[Doc], None]:
+    def run(d: Doc) -> None:
+        for key in keys:
+            inputs(d, type_, name).pop(key, None)
+
+    return run
+
+
+def _security(**values: Any) -> Callable[[Doc], None]:
+    return lambda d: container(d)["securityContext"].update(values)
+
+
+def _pod_security_unset(key: str) -> Callable[[Doc], None]:
+    def run(d: Doc) -> None:
+        spec = inputs(d, DEPLOYMENT, "analytics-api-blue")["spec"]["template"]["spec"]
+        spec["securityContext"].pop(key, None)
+        spec["containers"][0]["securityContext"].pop(key, None)
+
+    return run
+
+
+LB_GROUP_RULE = "api-lb-from-vpc-link"
+OPEN_V4 = "ingress from 0.0.0.0/0 opens this group to the whole internet"
+OPEN_V6 = "ingress from ::/0 opens this group to the whole internet"
+NOT_CMK = "kmsKeyId is not a customer-managed key (it is unset or the AWS-managed aws/rds key)"
+PROD = TIERS["prod"].policy
+BRANCHES: list[tuple[str, str, str, Callable[[Doc], None], list[str]]] = [
+    ("ipv4-rule", "no-internet-ingress", "dev",
+     _set(INGRESS, LB_GROUP_RULE, cidrIpv4="0.0.0.0/0"), [OPEN_V4]),
+    ("ipv6-rule", "no-internet-ingress", "dev",
+     _set(INGRESS, LB_GROUP_RULE, cidrIpv6="::/0"), [OPEN_V6]),
+    ("inline-ipv4-and-ipv6", "no-internet-ingress", "dev",
+     lambda d: plant(d, "aws:ec2/securityGroup:SecurityGroup", "open", {"ingress": [
+         {"cidrBlocks": ["10.0.0.0/8", "0.0.0.0/0"], "ipv6CidrBlocks": ["::/0"],
+          "description": "x"}]}),
+     [OPEN_V4, OPEN_V6]),
+    ("legacy-ingress-rule", "no-internet-ingress", "dev",
+     lambda d: plant(d, "aws:ec2/securityGroupRule:SecurityGroupRule", "open", {
+         "type": "ingress", "ipv6CidrBlocks": ["::/0"], "description": "x"}),
+     [OPEN_V6]),
+    ("description-empty", "security-group-rule-descriptions", "prod",
+     _set(INGRESS, LB_GROUP_RULE, description="  "),
+     ["a security group rule without a description: say what it lets through and why"]),
+    ("inline-egress-undescribed", "security-group-rule-descriptions", "prod",
+     lambda d: plant(d, "aws:ec2/securityGroup:SecurityGroup", "quiet", {
+         "egress": [{"cidrBlocks": ["10.0.0.0/8"]}]}),
+     ["a security group rule without a description: say what it lets through and why"]),
+    ("egress-to-anywhere-is-not-ingress", "no-internet-ingress", "dev",
+     lambda d: plant(d, "aws:ec2/securityGroupRule:SecurityGroupRule", "out", {
+         "type": "egress", "cidrBlocks": ["0.0.0.0/0"], "description": "x"}),
+     []),
+    ("inline-ingress-undescribed", "security-group-rule-descriptions", "prod",
+     lambda d: plant(d, "aws:ec2/securityGroup:SecurityGroup", "quiet", {
+         "ingress": [{"referencedSecurityGroupId": "sg-1", "description": ""}]}),
+     ["a security group rule without a description: say what it lets through and why"]),
+    ("db-port-from-a-range", "database-port-from-known-groups", "prod", _db_port_from_a_range,
+     ["the database port is open to an address range; allow only known security groups "
+      "(referencedSecurityGroupId)"]),
+    ("db-group-inline-ingress", "database-port-from-known-groups", "prod",
+     lambda d: inputs(d, "aws:ec2/securityGroup:SecurityGroup", "database").update(
+         ingress=[{"fromPort": 5432, "toPort": 5432, "cidrBlocks": ["10.0.0.0/8"]}]),
+     ["the database's security group has inline ingress rules; use SecurityGroupIngressRule "
+      "resources from named security groups"]),
+    ("db-without-groups", "database-port-from-known-groups", "prod",
+     lambda d: find(d, DB).pop("propertyDependencies", None), []),
+    ("db-wrong-port", "database-port-from-known-groups", "prod",
+     _set(INGRESS, "database-from-cluster-nodes", fromPort=0, toPort=65535),
+     ["ports 0-65535 are open on the database's group; only 5432 may be"]),
+    ("storage-unset", "rds-encrypted-with-cmk", "prod",
+     _unset(DB, None, "storageEncrypted"), ["storageEncrypted is not true"]),
+    ("key-unset", "rds-encrypted-with-cmk", "prod", _unset(DB, None, "kmsKeyId"), [NOT_CMK]),
+    ("aws-managed-key", "rds-encrypted-with-cmk", "prod",
+     _set(DB, kmsKeyId="arn:aws:kms:eu-west-1:123456789012:alias/aws/rds"), [NOT_CMK]),
+    ("public-unset", "rds-not-public", "dev", _unset(DB, None, "publiclyAccessible"),
+     ["publiclyAccessible must be false"]),
+    ("multi-az-unset", "rds-multi-az-in-prod", "prod", _unset(DB, None, "multiAz"),
+     ["a prod database must be Multi-AZ (multiAz: true)"]),
+    ("backups-unset", "rds-backup-retention", "prod",
+     _unset(DB, None, "backupRetentionPeriod"),
+     [f"backupRetentionPeriod is 0; a prod database keeps backups at least "
+      f"{PROD.min_backup_retention_days} days"]),
+    ("backups-one-short", "rds-backup-retention", "prod",
+     _set(DB, backupRetentionPeriod=PROD.min_backup_retention_days - 1),
+     [f"backupRetentionPeriod is {PROD.min_backup_retention_days - 1}; a prod database keeps "
+      f"backups at least {PROD.min_backup_retention_days} days"]),
+    ("deletion-protection-off", "rds-deletion-protection-in-prod", "prod",
+     _set(DB, deletionProtection=False), ["a prod database needs deletionProtection: true"]),
+    ("protect-off", "rds-deletion-protection-in-prod", "prod",
+     lambda d: find(d, DB).update(protect=False),
+     ["a prod database needs the Pulumi `protect` option"]),
+    ("iam-unset", "rds-iam-authentication", "staging",
+     _unset(DB, None, "iamDatabaseAuthenticationEnabled"),
+     ["iamDatabaseAuthenticationEnabled is not true"]),
+    ("exports-unset", "rds-log-exports", "dev", _unset(DB, None, "enabledCloudwatchLogsExports"),
+     ["enabledCloudwatchLogsExports lacks postgresql, upgrade"]),
+    ("monitoring-off", "rds-insights-and-monitoring", "staging", _set(DB, monitoringInterval=0),
+     ["a staging database needs enhanced monitoring (monitoringInterval > 0)"]),
+    ("insights-unset", "rds-insights-and-monitoring", "prod",
+     _unset(DB, None, "performanceInsightsEnabled"),
+     ["a prod database needs performanceInsightsEnabled: true"]),
+    ("force-ssl-0", "rds-tls-forced", "prod",
+     lambda d: next(p for p in inputs(d, "aws:rds/parameterGroup:ParameterGroup")["parameters"]
+                    if p["name"] == "rds.force_ssl").update(value="0"),
+     ["parameter group 'analytics-platform-prod-database-pg18' does not set rds.force_ssl=1: "
+      "connections could be unencrypted"]),
+    ("access-log-format-unset", "api-access-logging", "dev",
+     lambda d: inputs(d, STAGE)["accessLogSettings"].pop("format"),
+     ["accessLogSettings needs a destinationArn and a format"]),
+    ("burst-unset", "api-throttling", "prod",
+     lambda d: inputs(d, STAGE)["defaultRouteSettings"].pop("throttlingBurstLimit"),
+     ["defaultRouteSettings.throttlingBurstLimit is not set: the API can be flooded"]),
+    ("route-settings-unset", "api-throttling", "prod", _unset(STAGE, None, "defaultRouteSettings"),
+     ["defaultRouteSettings.throttlingBurstLimit is not set: the API can be flooded",
+      "defaultRouteSettings.throttlingRateLimit is not set: the API can be flooded"]),
+    ("domain-policy-unset", "api-domain-tls12", "dev",
+     lambda d: plant(d, "aws:apigatewayv2/domainName:DomainName", "api",
+                     {"domainName": "api.example.com"}),
+     ["securityPolicy is None; custom domains must use TLS_1_2"]),
+    ("rotation-unset", "kms-key-rotation", "dev",
+     _unset("aws:kms/key:Key", "alerts-key", "enableKeyRotation"),
+     ["enableKeyRotation is not true"]),
+    ("retention-unset", "log-retention", "prod",
+     _unset(LOG_GROUP, "api-access-logs", "retentionInDays"),
+     ["retentionInDays is not set: the logs would be kept forever"]),
+    ("retention-one-short", "log-retention", "prod",
+     _set(LOG_GROUP, "api-access-logs", retentionInDays=PROD.min_log_retention_days - 1),
+     [f"retentionInDays is {PROD.min_log_retention_days - 1}; a prod stack keeps logs at least "
+      f"{PROD.min_log_retention_days} days"]),
+    ("scan-unset", "ecr-scan-on-push", "dev", _unset(REPO, None, "imageScanningConfiguration"),
+     ["imageScanningConfiguration.scanOnPush is not true"]),
+    ("mutability-unset", "ecr-immutable-tags", "dev", _unset(REPO, None, "imageTagMutability"),
+     ["imageTagMutability is None, not IMMUTABLE"]),
+    ("uid-unset", "k8s-run-as-non-root", "prod", _pod_security_unset("runAsUser"),
+     ["container {c}: runAsUser is None; use a fixed UID of at least 10000"]),
+    ("non-root-unset", "k8s-run-as-non-root", "prod", _pod_security_unset("runAsNonRoot"),
+     ["container {c}: runAsNonRoot is not true"]),
+    ("seccomp-unconfined", "k8s-seccomp", "prod",
+     _security(seccompProfile={"type": "Unconfined"}),
+     ["container {c}: seccompProfile.type is 'Unconfined'; use RuntimeDefault"]),
+    ("seccomp-unset", "k8s-seccomp", "prod", _no_seccomp,
+     ["container {c}: seccompProfile.type is None; use RuntimeDefault"]),
+    ("read-only-unset", "k8s-read-only-root-filesystem", "prod",
+     lambda d: container(d)["securityContext"].pop("readOnlyRootFilesystem"),
+     ["container {c}: readOnlyRootFilesystem is not true"]),
+    ("escalation-true", "k8s-no-privilege-escalation", "prod",
+     _security(allowPrivilegeEscalation=True),
+     ["container {c}: allowPrivilegeEscalation is not false"]),
+    ("capabilities-unset", "k8s-drop-all-capabilities", "prod",
+     lambda d: container(d)["securityContext"].pop("capabilities"),
+     ["container {c}: capabilities.drop does not include ALL"]),
+    ("liveness-unset", "k8s-probes", "prod", lambda d: container(d).pop("livenessProbe"),
+     ["container {c}: no livenessProbe"]),
+    ("memory-request-unset", "k8s-requests-and-limits", "prod",
+     lambda d: container(d)["resources"]["requests"].pop("memory"),
+     ["container {c}: no resources.requests.memory"]),
+    ("image-untagged", "k8s-image-pinned", "prod",
+     lambda d: container(d).update(image="registry.example:5000/app"),
+     ["container {c}: image 'registry.example:5000/app' is untagged or latest; pin a version "
+      "tag or a digest"]),
+    ("token-unset", "k8s-no-token-automount", "prod",
+     lambda d: inputs(d, DEPLOYMENT, "analytics-api-blue")["spec"]["template"]["spec"].pop(
+         "automountServiceAccountToken"),
+     ["automountServiceAccountToken is not false: the pod would get an API token"]),
+    ("pdb-without-color", "k8s-pdb-per-deployment", "prod",
+     lambda d: [inputs(d, "kubernetes:policy/v1:PodDisruptionBudget", n)["spec"]["selector"][
+         "matchLabels"].update(color="azure") for n in ("analytics-api-blue",
+                                                        "analytics-api-green")],
+     ["no PodDisruptionBudget selects this workload's pods"] * 2),
+]  # fmt: skip
+
+
+def test_every_rule_has_a_case_for_each_branch_beyond_its_first() -> None:
+    """The rules with more than one way to fail have more than one case."""
+    cases = {rule for _, rule, *_ in BRANCHES}
+    several = {"no-internet-ingress", "rds-encrypted-with-cmk", "rds-backup-retention",
+               "rds-deletion-protection-in-prod", "rds-insights-and-monitoring",
+               "api-throttling", "log-retention", "k8s-run-as-non-root", "k8s-seccomp",
+               "k8s-probes", "k8s-requests-and-limits"}  # fmt: skip
+    assert several <= cases
+    assert len({case for case, *_ in BRANCHES}) == len(BRANCHES)
+
+
+@pytest.mark.parametrize(
+    ("rule", "stack", "break_it", "messages"),
+    [pytest.param(*case[1:], id=case[0]) for case in BRANCHES],
+)
+def test_each_branch_of_a_rule_fires_with_its_own_message(
+    previews: Callable[[str], Doc], rule: str, stack: str, break_it: Callable[[Doc], None],
+    messages: list[str],
+) -> None:  # fmt: skip
+    doc = previews(stack)
+    name = repr(container(doc)["name"])
+    break_it(doc)
+    fired = check(doc, [BY_NAME[rule]])
+    assert sorted(v.message for v in fired) == sorted(m.replace("{c}", name) for m in messages)
+    assert {v.policy for v in fired} == ({rule} if messages else set())

@@ -447,6 +447,30 @@ def test_each_window_is_judged_pass_fail_or_inconclusive(
     assert release.judge(window, ReleaseSettings())[0] == outcome
 
 
+@pytest.mark.parametrize(
+    ("window", "verdict"),
+    [
+        (release.CanaryWindow(None, None, None),
+         ("inconclusive", "0 requests to the canary (at least 10 needed to judge)")),
+        (release.CanaryWindow(10, None, 0.1),  # exactly minRequestsPerWindow: enough
+         ("pass", "error rate 0.0000, p95 100 ms over 10 requests")),
+        (release.CanaryWindow(100, None, 0.1, connection_errors=1),
+         ("pass", "error rate 0.0100, p95 100 ms over 100 requests")),
+        (release.CanaryWindow(100, 3, 0.1),
+         ("fail", "error rate 0.0300 over 0.01 (3 5xx and connection errors in 100 requests)")),
+        (release.CanaryWindow(100, None, None),
+         ("inconclusive", "no TargetResponseTime for the canary")),
+        (release.CanaryWindow(100, 1, 1.5), ("fail", "p95 response time 1500 ms over 1000 ms")),
+    ],
+)  # fmt: skip
+def test_each_verdict_says_what_it_saw(
+    window: release.CanaryWindow, verdict: tuple[str, str]
+) -> None:
+    """A missing datapoint counts as none (a missing request count as no evidence); the
+    message carries the numbers the verdict rests on."""
+    assert release.judge(window, ReleaseSettings()) == verdict
+
+
 def test_status_shows_colors_versions_weights_and_rollback_target(cluster: FakeCluster) -> None:
     h = Harness(cluster)
     assert h.run("status") == 0

@@ -7,9 +7,10 @@ from typing import Any
 
 import pulumi
 import pytest
+from pydantic import BaseModel
 
 from infra.mock_engine import FakeCloud, is_secret
-from infra.settings import InvalidConfig, StackSettings, parse_settings
+from infra.settings import InvalidConfig, StackSettings, _model_in, parse_settings
 from infra.stackfiles import load_stack_config
 from infra.tiers import TIERS
 from tests.conftest import PROJECT, RunStack, stack_yaml
@@ -237,3 +238,73 @@ def test_required_secrets_get_offline_stand_ins_marked_secret(project_copy: Any)
         == "offline-stand-in-for-secret-analytics-platform:kubeconfig"
     )
     assert f"{PROJECT}:alertsWebhookUrl" not in config  # optional: absent until set
+
+
+def _required(model: type[BaseModel], prefix: str = "") -> set[str]:
+    found: set[str] = set()
+    for name, field in model.model_fields.items():
+        key = prefix + (field.alias or name)
+        if field.is_required():
+            found.add(key)
+        sub = _model_in(field.annotation)
+        if sub is not None:
+            found |= _required(sub, f"{key}.")
+    return found
+
+
+# What a stack must say itself: a default here would let a stack run in the wrong place (a
+# region, a VPC) or untagged. The tier-filled keys are required in the model too, so the tier
+# table (not a model default) is where their value comes from.
+MUST_BE_SET = {
+    "environment", "tags", "tags.owner", "tags.costCenter", "aws", "aws.region", "network",
+    "network.vpcId", "network.privateSubnetIds", "network.clusterNodeSecurityGroupId", "image",
+    "services", "services.name", "services.blue", "services.blue.version", "services.green",
+    "services.green.version",
+    "alerts.paging.service", "alerts.chatbot.slack.name", "alerts.chatbot.slack.workspaceId",
+    "alerts.chatbot.slack.channelId", "alerts.chatbot.teams.name", "alerts.chatbot.teams.teamId",
+    "alerts.chatbot.teams.tenantId", "alerts.chatbot.teams.channelId",
+    "api.customDomain.domainName", "api.customDomain.certificateArn",
+    "api.loadBalancerTls.certificateArn", "api.loadBalancerTls.serverName",
+}  # fmt: skip
+
+
+def _tier_keys(value: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for key, item in value.items():
+        keys.add(prefix + key)
+        if isinstance(item, dict):
+            keys |= _tier_keys(item, f"{prefix}{key}.")
+    return keys
+
+
+def test_required_settings_stay_required() -> None:
+    """Each required key either comes from the tier table or must be set by the stack; none
+    can quietly gain a default in the model."""
+    tier_filled = _tier_keys(TIERS["dev"].defaults.model_dump(by_alias=True))
+    # A service entry takes its replica counts from serviceDefaults (itself tier-filled).
+    per_service = {"services.replicas", "services.previewReplicaCount", "services.maxReplicas"}
+    # The one tier key with a model default: the tier's value is merged in before the model
+    # sees the image settings, so the model's 30 applies only to an image built outside a stack.
+    model_default = {"image.keepTaggedImages"}
+    assert _required(StackSettings) == MUST_BE_SET | (tier_filled - model_default) | per_service
+
+
+@pytest.mark.parametrize(
+    ("key", "drop"),
+    [
+        ("environment", lambda v: v.pop(f"{PROJECT}:environment")),
+        ("network", lambda v: v.pop(f"{PROJECT}:network")),
+        ("tags.costCenter", lambda v: v.update({f"{PROJECT}:tags": '{"owner": "data"}'})),
+        ("tags.owner", lambda v: v.update({f"{PROJECT}:tags": '{"costCenter": "cc-1"}'})),
+        ("aws.region", lambda v: v.update({f"{PROJECT}:aws": "{}"})),
+        ("network.vpcId", lambda v: v.update({f"{PROJECT}:network": json.dumps(
+            {**json.loads(MINIMAL[f"{PROJECT}:network"]), "vpcId": None})})),
+    ],
+)  # fmt: skip
+def test_a_required_key_left_out_is_one_line_naming_it(key: str, drop: Any) -> None:
+    values = {**MINIMAL, f"{PROJECT}:environment": "dev"}
+    drop(values)
+    with pytest.raises(InvalidConfig) as caught:
+        parse_settings(PROJECT, "any-stack", values, [])
+    assert f"stack any-stack: {PROJECT}:{key} = " in caught.value.lines[0]
+    assert len(caught.value.lines) == 1

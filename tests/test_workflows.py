@@ -34,6 +34,7 @@ def _steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
 def test_the_expected_workflows_exist() -> None:
     assert {w.name for w in WORKFLOWS} == {
         "ci.yml", "preview.yml", "preview-comment.yml", "deploy.yml", "drift.yml", "chaos.yml",
+        "mutation.yml",
     }  # fmt: skip
 
 
@@ -164,6 +165,21 @@ def test_drift_is_checked_on_a_schedule_and_on_dispatch() -> None:
     assert "pulumi refresh" in runs
     assert "--preview-only --expect-no-changes" in runs
     assert any(s.get("if") == "failure()" for s in job["steps"])
+
+
+def test_mutation_testing_runs_on_a_schedule_with_read_only_access_and_keeps_its_report() -> None:
+    """Hours of mutmut belong on a schedule, not in CI; it reads the code and touches no cloud."""
+    mutation = _load("mutation.yml")
+    assert {"schedule", "workflow_dispatch"} == set(_on(mutation))
+    assert mutation["permissions"] == {}
+    [job] = mutation["jobs"].values()
+    assert job["permissions"] == {"contents": "read"}
+    runs = "\n".join(s.get("run", "") for s in job["steps"])
+    assert "make mutation" in runs
+    assert "pulumi" not in runs
+    [upload] = [s for s in job["steps"] if "upload-artifact" in s.get("uses", "")]
+    assert upload["if"] == "always()"
+    assert "mutants/report.md" in upload["with"]["path"]
 
 
 def test_pull_requests_gate_the_preview_floor_ratio_of_base_and_head_in_one_job() -> None:

@@ -1,0 +1,73 @@
+"""`make mutation`'s report: the kill rate per module, equivalent mutants left out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mutation.report import load_equivalents, main, module_of, score, stale
+
+RESULTS = {
+    "infra.plan_diff.x_render__mutmut_1": 1,  # a test failed: caught
+    "infra.plan_diff.x_render__mutmut_2": 0,  # every test passed: survived
+    "infra.plan_diff.xǁPlanDiffǁwarnings__mutmut_1": 36,  # timed out: caught
+    "infra.plan_diff.x_show__mutmut_1": 0,  # listed as equivalent
+    "infra.policies.network.x__open_sources__mutmut_1": 5,  # no test reached it: survived
+    "infra.policies.network.x__described__mutmut_1": 3,
+    "infra.release.x_judge__mutmut_1": None,  # not run in a scoped run
+}
+
+
+def test_a_mutant_belongs_to_its_module_whether_function_or_method() -> None:
+    assert module_of("infra.plan_diff.xǁPlanDiffǁwarnings__mutmut_1") == "infra.plan_diff"
+    assert module_of("infra.policies.network.x__open_sources__mutmut_1") == (
+        "infra.policies.network"
+    )
+
+
+def test_the_rate_counts_caught_over_caught_and_survived_without_equivalents() -> None:
+    scores = {
+        s.module: s for s in score(RESULTS, {"infra.plan_diff.x_show__mutmut_1": "same output"})
+    }
+    assert set(scores) == {"infra.plan_diff", "infra.policies.network"}  # release was not run
+    plan = scores["infra.plan_diff"]
+    assert (plan.caught, plan.survivors, plan.equivalent) == (
+        2, ["infra.plan_diff.x_render__mutmut_2"], 1,
+    )  # fmt: skip
+    assert plan.rate == pytest.approx(200 / 3)
+    assert scores["infra.policies.network"].rate == 50.0
+
+
+def test_the_command_prints_a_table_and_fails_under_the_floor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    meta = tmp_path / "infra" / "plan_diff.py.meta"
+    meta.parent.mkdir()
+    meta.write_text(json.dumps({"exit_code_by_key": RESULTS}))
+    out = tmp_path / "report.md"
+    assert main(["--mutants", str(tmp_path), "--markdown", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.read_text() == text
+    assert "| `infra.policies.network` | 2 | 1 | 1 | 0 | 50.0 % |" in text
+    assert "- `infra.plan_diff.x_render__mutmut_2`" in text
+    assert main(["--mutants", str(tmp_path), "--fail-under", "90"]) == 1
+
+
+def test_no_results_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--mutants", str(tmp_path)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: no mutmut results under ")
+
+
+def test_every_listed_equivalent_mutant_says_why() -> None:
+    for mutant, reason in load_equivalents().items():
+        assert mutant.startswith("infra."), mutant
+        assert len(reason) > 20, mutant
+
+
+def test_a_listed_mutant_that_is_caught_is_stale_and_one_not_run_is_not() -> None:
+    listed = {"infra.plan_diff.x_render__mutmut_1": "r", "infra.release.x_judge__mutmut_1": "r",
+              "infra.plan_diff.x_show__mutmut_1": "r"}  # fmt: skip
+    assert stale(RESULTS, listed) == ["infra.plan_diff.x_render__mutmut_1"]
