@@ -50,6 +50,8 @@ OVERRIDES: dict[str, Any] = {
         "service": {"maxErrorLogsPerMinute": 7},
     },
     "image": {"keepTaggedImages": 12},
+    "costs": {"monthlyBudgetUsd": 444, "anomalyThresholdUsd": 55},
+    "chaos": {"enabled": False},
 }  # fmt: skip
 
 
@@ -120,6 +122,13 @@ LANDS: dict[str, tuple[Callable[[ProgramRun], Any], Any]] = {
     "monitoring.loadBalancer.maxUnhealthyHosts": (_threshold(f"{SERVICE}-unhealthy-hosts"), 2),
     "monitoring.service.maxErrorLogsPerMinute": (_threshold(f"{SERVICE}-error-logs"), 7),
     "image.keepTaggedImages": (_kept_tagged, [12]),
+    "costs.monthlyBudgetUsd": (
+        lambda r: r.one("aws:budgets/budget:Budget").inputs["limitAmount"], "444"),
+    "costs.anomalyThresholdUsd": (
+        lambda r: r.one("aws:costexplorer/anomalySubscription:AnomalySubscription").inputs[
+            "thresholdExpression"]["dimension"]["values"], ["55"]),
+    "chaos.enabled": (
+        lambda r: len(r.of_type("aws:fis/experimentTemplate:ExperimentTemplate")), 0),
 }  # fmt: skip
 
 
