@@ -17,6 +17,7 @@ import pulumi_aws as aws
 
 from infra.aws_account import AwsAccount
 from infra.component import PlatformComponent, StackContext
+from infra.iam import service_trust_policy
 from infra.kms import ServiceGrant, create_key
 from infra.settings import AlertsSettings, DeliveryRetrySettings
 
@@ -50,19 +51,7 @@ def paging_delivery_policy(retry: DeliveryRetrySettings) -> str:
 
 
 def chatbot_trust_policy() -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "chatbot.amazonaws.com"},
-                    "Action": "sts:AssumeRole",
-                }
-            ],
-        },
-        sort_keys=True,
-    )
+    return service_trust_policy("chatbot.amazonaws.com")
 
 
 def topic_policy(topic_arn: str, account_id: str, partition: str, region: str) -> str:

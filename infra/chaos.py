@@ -21,6 +21,7 @@ import pulumi_aws as aws
 
 from infra.aws_account import AwsAccount
 from infra.component import PlatformComponent, StackContext
+from infra.iam import service_trust_policy
 
 # FIS's stop-condition source for a CloudWatch alarm.
 ALARM_SOURCE = "aws:cloudwatch:alarm"
@@ -47,26 +48,12 @@ class ChaosTarget:
 
 def fis_trust_policy(account_id: str, partition: str, region: str) -> str:
     """Only FIS experiments of this account may assume the role (confused-deputy guard)."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "fis.amazonaws.com"},
-                    "Action": "sts:AssumeRole",
-                    "Condition": {
-                        "StringEquals": {"aws:SourceAccount": account_id},
-                        "ArnLike": {
-                            "aws:SourceArn": (
-                                f"arn:{partition}:fis:{region}:{account_id}:experiment/*"
-                            )
-                        },
-                    },
-                }
-            ],
+    return service_trust_policy(
+        "fis.amazonaws.com",
+        condition={
+            "StringEquals": {"aws:SourceAccount": account_id},
+            "ArnLike": {"aws:SourceArn": f"arn:{partition}:fis:{region}:{account_id}:experiment/*"},
         },
-        sort_keys=True,
     )
 
 

@@ -10,14 +10,13 @@ Logical names here must never change: a new URN for the instance means a new, em
 
 from __future__ import annotations
 
-import json
-
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
 from infra.aws_account import AwsAccount
 from infra.component import PlatformComponent, StackContext
+from infra.iam import service_trust_policy
 from infra.kms import create_key
 from infra.settings import DatabaseSettings, NetworkSettings
 
@@ -245,19 +244,9 @@ class Database(PlatformComponent):
             name=self.physical_name("monitoring", max_length=64),
             description=f"RDS enhanced monitoring for {self.identifier}",
             assume_role_policy=account.account_id.apply(
-                lambda account_id: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Principal": {"Service": "monitoring.rds.amazonaws.com"},
-                                "Action": "sts:AssumeRole",
-                                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
-                            }
-                        ],
-                    },
-                    sort_keys=True,
+                lambda account_id: service_trust_policy(
+                    "monitoring.rds.amazonaws.com",
+                    condition={"StringEquals": {"aws:SourceAccount": account_id}},
                 )
             ),
             tags=self.tags(),

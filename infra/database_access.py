@@ -25,6 +25,7 @@ import pulumi_kubernetes as k8s
 
 from infra.aws_account import AwsAccount
 from infra.component import PlatformComponent, StackContext
+from infra.iam import service_trust_policy
 
 # EKS Pod Identity: the agent on every node, and the token it accepts ("Understand how EKS Pod
 # Identity works"). The pods mount the token themselves: their automountServiceAccountToken
@@ -111,19 +112,10 @@ def pod_identity_env() -> list[k8s.core.v1.EnvVarArgs]:
 
 
 def pod_identity_trust_policy(account_id: str) -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": POD_IDENTITY_PRINCIPAL},
-                    "Action": ["sts:AssumeRole", "sts:TagSession"],
-                    "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
-                }
-            ],
-        },
-        sort_keys=True,
+    return service_trust_policy(
+        POD_IDENTITY_PRINCIPAL,
+        actions=("sts:AssumeRole", "sts:TagSession"),
+        condition={"StringEquals": {"aws:SourceAccount": account_id}},
     )
 
 
