@@ -88,6 +88,14 @@ def run_stack() -> RunStack:
     return run
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A cached run lives for one test session, not one process. mutmut runs its first pass on the
+    unmutated code and then forks each mutant's session from that same process; a run cached
+    then would hand every mutant the unmutated program's resources, and hide it."""
+    del session
+    _UNCHANGED_RUNS.clear()
+
+
 def unchanged_run(stack: str) -> ProgramRun:
     """A copy of the repository stack's run, made once per test process."""
     if stack not in _UNCHANGED_RUNS:

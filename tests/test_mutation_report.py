@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mutation.report import load_equivalents, main, module_of, score, stale
+from tests.conftest import ROOT
 
 RESULTS = {
     "infra.plan_diff.x_render__mutmut_1": 1,  # a test failed: caught
@@ -71,3 +74,25 @@ def test_a_listed_mutant_that_is_caught_is_stale_and_one_not_run_is_not() -> Non
     listed = {"infra.plan_diff.x_render__mutmut_1": "r", "infra.release.x_judge__mutmut_1": "r",
               "infra.plan_diff.x_show__mutmut_1": "r"}  # fmt: skip
     assert stale(RESULTS, listed) == ["infra.plan_diff.x_render__mutmut_1"]
+
+
+def test_a_stack_run_cached_by_one_session_is_not_handed_to_the_next() -> None:
+    """mutmut's default process isolation forks every mutant from the process that ran the first,
+    unmutated pass (mutmut/configuration.py, ProcessIsolation.FORK: "every worker inherits
+    whatever the test setup left in that process"), and pytest reuses an imported conftest
+    module. A second pytest session in one process must start with no cached stack run."""
+    target = (
+        "tests/test_mutation_report.py::"
+        "test_a_mutant_belongs_to_its_module_whether_function_or_method"
+    )
+    probe = (
+        "import sys, pytest\n"
+        "import tests.conftest as harness\n"
+        "harness._UNCHANGED_RUNS['dev'] = 'left by an earlier session'\n"
+        f"code = pytest.main(['-q', '-p', 'no:xdist', '-p', 'no:cacheprovider', {target!r}])\n"
+        "sys.exit(10 + int(code) if code else (3 if harness._UNCHANGED_RUNS else 0))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
