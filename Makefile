@@ -43,15 +43,24 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
-# Not part of `make test` (hours for all of infra/; the scheduled mutation.yml runs it): mutmut
-# over [tool.mutmut] only_mutate, then the kill rate per module. A scoped run names the mutants
-# and, to keep mutmut's first pass (every selected test once, recording which reach what) short,
-# the test files that matter; the others are left out through pytest's --ignore:
+# Not part of `make test` (every mutant of infra/ takes days on two cores): mutmut over
+# [tool.mutmut] only_mutate, then the kill rate per module. SAMPLE=N draws N mutants of each module
+# with a fixed SEED and estimates the rate of the whole (mutation/sample.py); the scheduled
+# mutation.yml runs that. A scoped run names the mutants and, to keep mutmut's first pass (every
+# selected test once, recording which reach what) short, the test files that matter; the others
+# are left out through pytest's --ignore:
+#   make mutation SAMPLE=20 [SEED=1] [MODULES='infra.policies.*']
 #   make mutation MUTANTS='infra.plan_diff.*' TESTS='tests/test_plan_diff.py' JOBS=1
+MUTATION_ENV = PYTEST_ADDOPTS="$(foreach f,$(if $(TESTS),$(filter-out $(TESTS),$(wildcard tests/test_*.py))),--ignore=$(f))"
 mutation: $(STAMP)
-	PYTEST_ADDOPTS="$(foreach f,$(if $(TESTS),$(filter-out $(TESTS),$(wildcard tests/test_*.py))),--ignore=$(f))" \
-	  $(PY) -m mutmut run --max-children $(or $(JOBS),2) $(MUTANTS)
+ifdef SAMPLE
+	$(MUTATION_ENV) $(PY) -m mutation.sample --per-module $(SAMPLE) --seed $(or $(SEED),1) \
+	  --jobs $(or $(JOBS),2) $(if $(MODULES),--only $(MODULES))
+	$(PY) -m mutation.report --sample mutants/sample.txt --markdown mutants/report.md
+else
+	$(MUTATION_ENV) $(PY) -m mutmut run --max-children $(or $(JOBS),2) $(MUTANTS)
 	$(PY) -m mutation.report --markdown mutants/report.md
+endif
 
 # Records the stacks' stateful URNs (state/stateful-urns.json): a deliberate act, reviewed in the PR.
 state-snapshot: $(STAMP)

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from mutation.report import load_equivalents, main, module_of, score, stale
+from mutation.report import (
+    ModuleScore,
+    load_equivalents,
+    main,
+    module_of,
+    score,
+    stale,
+    stratified,
+    wilson,
+)
+from mutation.sample import draw
 from tests.conftest import ROOT
 
 RESULTS = {
@@ -96,3 +106,55 @@ def test_a_stack_run_cached_by_one_session_is_not_handed_to_the_next() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_draw_is_the_same_for_the_same_seed_and_capped_by_the_module() -> None:
+    by_module = {
+        "infra.kms": [f"infra.kms.x_key_policy__mutmut_{i}" for i in range(1, 41)],
+        "infra.network": ["infra.network.x_f__mutmut_1", "infra.network.x_f__mutmut_2"],
+    }
+    first = draw(by_module, per_module=5, seed=7)
+    assert first == draw(by_module, per_module=5, seed=7)
+    assert first != draw(by_module, per_module=5, seed=8)
+    assert sum(name.startswith("infra.kms.") for name in first) == 5
+    assert [n for n in first if n.startswith("infra.network.")] == by_module["infra.network"]
+    # Each module's draw is its own: another module changes nothing of it.
+    assert [n for n in first if n.startswith("infra.kms.")] == draw(
+        {"infra.kms": by_module["infra.kms"]}, per_module=5, seed=7
+    )
+    assert draw(by_module, per_module=5, seed=7, only=["infra.net*"]) == by_module["infra.network"]
+
+
+def test_the_wilson_interval_of_nine_caught_in_ten() -> None:
+    """Wilson (1927), the score interval; 9 of 10 at 95 % is 59.6 % to 98.2 %."""
+    low, high = wilson(9, 10)
+    assert (round(low, 1), round(high, 1)) == (59.6, 98.2)
+    assert wilson(0, 0) == (0.0, 100.0)
+
+
+def test_the_estimate_of_the_whole_weights_each_module_by_its_size() -> None:
+    small = ModuleScore("infra.kms", caught=10)
+    large = ModuleScore("infra.monitoring", caught=8, survivors=["a", "b"])
+    estimate, low, high = stratified([small, large], {"infra.kms": 100, "infra.monitoring": 300})
+    assert estimate == pytest.approx(0.25 * 100 + 0.75 * 80)
+    assert low < estimate < high
+    # Every mutant run: nothing left to estimate.
+    assert stratified([small], {"infra.kms": 10}) == (100.0, 100.0, 100.0)
+
+
+def test_a_sampled_report_counts_only_the_drawn_mutants(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    meta = tmp_path / "infra" / "kms.py.meta"
+    meta.parent.mkdir()
+    results = {f"infra.kms.x_key_policy__mutmut_{i}": (1 if i % 4 else 0) for i in range(1, 21)}
+    meta.write_text(json.dumps({"exit_code_by_key": results}))
+    sample = tmp_path / "sample.txt"
+    sample.write_text("".join(f"infra.kms.x_key_policy__mutmut_{i}\n" for i in (1, 2, 3, 4)))
+    assert main(["--mutants", str(tmp_path), "--sample", str(sample), "--fail-under", "70"]) == 0
+    text = capsys.readouterr().out
+    assert "| `infra.kms` | 20 | 4 | 3 | 1 | 0 | 75.0 % |" in text
+    assert "- `infra.kms.x_key_policy__mutmut_4`" in text
+    assert "x_key_policy__mutmut_8`" not in text  # a survivor, but not drawn
+    assert main(["--mutants", str(tmp_path), "--sample", str(sample), "--fail-under", "80"]) == 1
+    assert main(["--mutants", str(tmp_path), "--sample", str(tmp_path / "none.txt")]) == 2
