@@ -95,7 +95,8 @@ def collector_config(region: str) -> dict[str, Any]:
         },
         "receivers": {
             # The default is localhost:4318; the pod's IP, as the collector's security guide
-            # advises, rather than every interface.
+            # advises, rather than every interface. (An IPv6 cluster would need the address in
+            # brackets: [${env:MY_POD_IP}]:4318.)
             "otlp": {"protocols": {"http": {"endpoint": f"{pod_ip}:{OTLP_HTTP_PORT}"}}},
         },
         "processors": {
