@@ -161,6 +161,7 @@ def test_both_colors_export_to_the_collector_service_at_the_tier_ratio(
 
 
 def test_the_tier_ratios_fall_from_every_trace_in_dev_to_a_slice_in_prod() -> None:
+    """README "Tracing", sampling per tier; AWS X-Ray pricing charges per trace recorded."""
     ratios = [TIERS[t].defaults.tracing.sampling_ratio for t in ("dev", "staging", "prod")]
     assert ratios == [1.0, 0.25, 0.05]
 
@@ -255,6 +256,8 @@ def _pod_labels(run: ProgramRun) -> dict[str, str]:
 
 
 def test_a_second_service_is_let_in_too(run_stack: RunStack) -> None:
+    """One collector per cluster ("Deployment" mode in the ADOT EKS guide) serves every
+    service: each one's namespace and pods are a peer of the collector's ingress rule."""
     services = [
         {"name": APP, "blue": {"version": "1.0.0"}, "green": {"version": "1.0.0"}},
         {"name": "reports", "blue": {"version": "2.0.0"}, "green": {"version": "2.0.0"}},
@@ -298,5 +301,7 @@ def test_the_dashboard_links_slow_requests_to_their_traces_per_color(run_stack: 
 
 
 def test_slow_follows_the_latency_alarm_threshold(run_stack: RunStack) -> None:
+    """X-Ray "Using filter expressions": responsetime is in seconds; the threshold is
+    monitoring.api.latencyP90Ms (README: Alarm runbook, api-latency-p90)."""
     run = run_stack("dev", overrides={"monitoring": {"api": {"latencyP90Ms": 750}}})
     assert "responsetime%20%3E%200.75%20" in _text_widget(run)["properties"]["markdown"]
