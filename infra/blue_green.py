@@ -34,6 +34,7 @@ from infra.database_access import (
     pod_identity_volume,
 )
 from infra.settings import PrometheusSettings, ServiceSettings
+from infra.tracing import OTLP_PROTOCOL, SAMPLER, TraceExport
 
 COLORS = ("blue", "green")
 APP_UID = 10001  # fixed non-root UID, the same as the image's (app/Dockerfile)
@@ -73,12 +74,14 @@ class BlueGreenService(PlatformComponent):
         cluster: ClusterIdentity,
         ctx: StackContext,
         scrape: PrometheusSettings,
+        traces: TraceExport,
         binding: LoadBalancerBinding | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("delivery:BlueGreenService", name, ctx, opts)
         self.settings = settings
         self.scrape = scrape
+        self.traces = traces
         self.cluster = cluster
         namespace = k8s.core.v1.Namespace(
             name,
@@ -280,6 +283,7 @@ class BlueGreenService(PlatformComponent):
                                 k8s.core.v1.EnvVarArgs(
                                     name="DRAIN_SECONDS", value=str(DRAIN_SECONDS)
                                 ),
+                                *self._trace_env(),
                                 *pod_identity_env(),
                             ],
                             env_from=[
@@ -344,6 +348,23 @@ class BlueGreenService(PlatformComponent):
             ),
         )
 
+    def _trace_env(self) -> list[k8s.core.v1.EnvVarArgs]:
+        """The OpenTelemetry SDK's own variables ("Environment Variable Specification",
+        OTLP Exporter Configuration): spans over OTLP/HTTP to the cluster's collector, sampled
+        by the tier's ratio. In the pod template, not the ConfigMap, so that a new ratio rolls
+        the pods (envFrom is read only at start). APP_ENVIRONMENT comes from the ConfigMap."""
+        traces = self.traces
+        return [
+            k8s.core.v1.EnvVarArgs(name=key, value=value)
+            for key, value in (
+                ("OTEL_SERVICE_NAME", self.settings.name),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", traces.endpoint),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOL),
+                ("OTEL_TRACES_SAMPLER", SAMPLER),
+                ("OTEL_TRACES_SAMPLER_ARG", str(traces.sampling_ratio)),
+            )
+        ]
+
     def _pod_security(self) -> PodSecurity:
         """Non-root, read-only, no privileges: the Deployments' pods and the bootstrap Job's."""
         seccomp = k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")
@@ -403,7 +424,8 @@ class BlueGreenService(PlatformComponent):
     def _network_policy(
         self, name: str, database: DatabaseConnection, opts: pulumi.ResourceOptions
     ) -> None:
-        """In: the app port only. Out: DNS, PostgreSQL, HTTPS, the node's Pod Identity agent."""
+        """In: the app port only. Out: DNS, PostgreSQL, HTTPS, the node's Pod Identity agent,
+        the trace collector's OTLP port (its pods, in its namespace)."""
 
         def port(number: pulumi.Input[int], protocol: str = "TCP") -> Any:
             return k8s.networking.v1.NetworkPolicyPortArgs(port=number, protocol=protocol)
@@ -431,6 +453,21 @@ class BlueGreenService(PlatformComponent):
                             for cidr in POD_IDENTITY_AGENT_IPS
                         ],
                         ports=[port(POD_IDENTITY_AGENT_PORT)],
+                    ),
+                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                        to=[
+                            k8s.networking.v1.NetworkPolicyPeerArgs(
+                                namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                                    match_labels={
+                                        "kubernetes.io/metadata.name": self.traces.namespace
+                                    }
+                                ),
+                                pod_selector=k8s.meta.v1.LabelSelectorArgs(
+                                    match_labels=dict(self.traces.pod_labels)
+                                ),
+                            )
+                        ],
+                        ports=[port(self.traces.port)],
                     ),
                 ],
             ),

@@ -45,6 +45,25 @@ def validate_image_reference(environment: Environment, reference: str) -> str | 
     a tag that moves (`latest`, or none, which means latest) is refused everywhere; tiers that
     promote what was tested (infra/tiers.py: require_image_digest) need a digest.
     """
+    problem = validate_third_party_image(reference)
+    if problem:
+        return problem
+    if TIERS[environment].policy.require_image_digest and "@" not in reference:
+        return (
+            f"a {environment} stack runs only what was built and tested: pin the digest "
+            "(…@sha256:<64 hex digits>)"
+        )
+    return None
+
+
+def validate_third_party_image(reference: str) -> str | None:
+    """None when `reference` is a pinned release of an image this project does not build.
+
+    Never `latest` or untagged, in any tier. A digest is welcome but not required: the tiers'
+    digest rule is about promoting what was built and tested here (README: Image promotion),
+    and a digest for somebody else's release is only worth pinning once it has been read from
+    the registry, not typed from memory (README: Tracing, the collector's image).
+    """
     if not re.fullmatch(IMAGE_REFERENCE, reference):
         return f"not an image reference; expected {IMAGE_SHAPE}"
     name, _, digest = reference.partition("@")
@@ -53,11 +72,6 @@ def validate_image_reference(environment: Environment, reference: str) -> str | 
         return "the `latest` tag moves under a running stack; use a version tag or a digest"
     if not tag and not digest:
         return "an untagged reference means `latest`; add a version tag or a digest"
-    if TIERS[environment].policy.require_image_digest and not digest:
-        return (
-            f"a {environment} stack runs only what was built and tested: pin the digest "
-            "(…@sha256:<64 hex digits>)"
-        )
     return None
 
 

@@ -119,6 +119,44 @@ def pod_identity_trust_policy(account_id: str) -> str:
     )
 
 
+def pod_identity_role(
+    component: PlatformComponent,
+    cluster: ClusterIdentity,
+    namespace: str,
+    purpose: str,
+    service_account: str,
+    description: str,
+    statements: list[Any],
+) -> aws.eks.PodIdentityAssociation:
+    """An IAM role that only pods of `namespace`/`service_account` can assume, its inline
+    policy (`statements`), and the association that binds the two ("Assign an IAM role to a
+    Kubernetes service account", Amazon EKS User Guide)."""
+    name = f"{component.resource_name}-{purpose}"
+    role = aws.iam.Role(
+        name,
+        name=component.physical_name(purpose, max_length=64),
+        description=description,
+        assume_role_policy=cluster.account.account_id.apply(pod_identity_trust_policy),
+        tags=component.tags(),
+        opts=component.child_opts(),
+    )
+    aws.iam.RolePolicy(
+        name,
+        role=role.id,
+        policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements}),
+        opts=component.child_opts(),
+    )
+    return aws.eks.PodIdentityAssociation(
+        name,
+        cluster_name=cluster.cluster_name,
+        namespace=namespace,
+        service_account=service_account,
+        role_arn=role.arn,
+        tags=component.tags(),
+        opts=component.child_opts(),
+    )
+
+
 class DatabaseAccess(PlatformComponent):
     """One service's database role, its Pod Identity, and the Job that creates the role."""
 
@@ -214,30 +252,8 @@ class DatabaseAccess(PlatformComponent):
     def _pod_role(
         self, purpose: str, service_account: str, description: str, statements: list[Any]
     ) -> aws.eks.PodIdentityAssociation:
-        """An IAM role that only pods of `service_account` can assume, and its association."""
-        account = self.cluster.account
-        role = aws.iam.Role(
-            f"{self.resource_name}-{purpose}",
-            name=self.physical_name(purpose, max_length=64),
-            description=description,
-            assume_role_policy=account.account_id.apply(pod_identity_trust_policy),
-            tags=self.tags(),
-            opts=self.child_opts(),
-        )
-        aws.iam.RolePolicy(
-            f"{self.resource_name}-{purpose}",
-            role=role.id,
-            policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements}),
-            opts=self.child_opts(),
-        )
-        return aws.eks.PodIdentityAssociation(
-            f"{self.resource_name}-{purpose}",
-            cluster_name=self.cluster.cluster_name,
-            namespace=self.service,
-            service_account=service_account,
-            role_arn=role.arn,
-            tags=self.tags(),
-            opts=self.child_opts(),
+        return pod_identity_role(
+            self, self.cluster, self.service, purpose, service_account, description, statements
         )
 
     def _bootstrap_job(

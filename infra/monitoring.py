@@ -23,6 +23,7 @@ import pulumi_aws as aws
 from infra.component import PlatformComponent, StackContext
 from infra.rds_classes import InstanceClass
 from infra.settings import MonitoringSettings
+from infra.tracing import annotation_key, traces_console_url
 
 PERIOD_SECONDS = 60
 GIB = 1024**3
@@ -450,11 +451,14 @@ class Monitoring(PlatformComponent):
         api: WatchedApi,
         services: Sequence[str],
         ctx: StackContext,
+        sampling_ratio: float,
         cluster_name: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("monitoring:Monitoring", name, ctx, opts)
         self._cluster_name = cluster_name
+        self._settings = settings
+        self._sampling_ratio = sampling_ratio
         self._topic_arn = topic_arn
         self.alarm_arns = {}
         self.application_log_groups = {}
@@ -521,6 +525,30 @@ class Monitoring(PlatformComponent):
                 "applicationLogGroups": self.application_log_groups,
                 "alarmArns": self.alarm_arns,
             }
+        )
+
+    def _traces_markdown(self, region: str, service: str) -> str:
+        """Links from the latency panels to the traces behind them: the X-Ray console's trace
+        list, filtered ("Using filter expressions", "Console deep linking", X-Ray Developer
+        Guide) to the service's requests slower than its latency alarm, per color by the
+        annotation the collector indexes (infra/tracing.py)."""
+        slow_seconds = f"{self._settings.api.latency_p90_ms / 1000:g}"
+        slow = f'service("{service}") {{ responsetime > {slow_seconds} }}'
+        color = annotation_key("deployment.color")
+        by_color = {c: f'{slow} AND annotation.{color} = "{c}"' for c in ("blue", "green")}
+        links = [f"[all colors]({traces_console_url(region, slow)})"] + [
+            f"[{c}]({traces_console_url(region, expression)})" for c, expression in by_color.items()
+        ]
+        faults = traces_console_url(region, f'service("{service}") {{ fault = true }}')
+        return "\n\n".join(
+            [
+                f"## Traces of {service} (AWS X-Ray, last hour)",
+                f"Slower than the latency alarm ({slow_seconds} s): " + " · ".join(links),
+                f"[5xx responses]({faults})",
+                f"The app samples {self._sampling_ratio:.0%} of new traces "
+                f"(`tracing.samplingRatio`); a canary's color: "
+                f'`annotation.{color} = "green"`.',
+            ]
         )
 
     def _storage_events(self, database: WatchedDatabase) -> None:
@@ -635,7 +663,7 @@ class Monitoring(PlatformComponent):
             ]  # fmt: skip
 
         layout = _Layout()
-        for title, metrics in panels:
+        for index, (title, metrics) in enumerate(panels):
             layout.add(
                 "metric",
                 {
@@ -646,6 +674,8 @@ class Monitoring(PlatformComponent):
                     "metrics": [m.widget_entry() for m in metrics],
                 },
             )
+            if index == 1:  # beside the API's latency, below it on the grid
+                layout.add("text", {"markdown": self._traces_markdown(region, api.service)})
         for service in specs_by_service if cluster is not None else ():
             layout.add(
                 "log",

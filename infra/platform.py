@@ -22,6 +22,7 @@ from infra.network import private_subnet_ids
 from infra.providers import Providers
 from infra.rds_classes import INSTANCE_CLASSES
 from infra.settings import Settings
+from infra.tracing import TraceCollector
 
 
 def _logs_condition(partition: str, account_id: str, region: str) -> dict[str, Any]:
@@ -141,6 +142,7 @@ class AnalyticsPlatform(PlatformComponent):
             ),
             services=[service.name for service in config.services],
             ctx=ctx,
+            sampling_ratio=config.tracing.sampling_ratio,
             cluster_name=config.kubernetes.cluster_name,
             opts=self.child_opts(),
         )
@@ -171,6 +173,15 @@ class AnalyticsPlatform(PlatformComponent):
             key_arn=self.database.key_arn,
         )
         cluster = ClusterIdentity(config.kubernetes.cluster_name or "", account)
+        self.tracing = TraceCollector(
+            "tracing",
+            config.tracing,
+            region=config.aws.region,
+            sources=[service.name for service in config.services],
+            cluster=cluster,
+            ctx=ctx,
+            opts=self.child_opts(),
+        )
         self.services = [
             BlueGreenService(
                 service.name,
@@ -180,6 +191,7 @@ class AnalyticsPlatform(PlatformComponent):
                 cluster=cluster,
                 ctx=ctx,
                 scrape=config.monitoring.prometheus,
+                traces=self.tracing.export,
                 binding=(
                     LoadBalancerBinding(
                         stable_target_group_arn=self.api.target_group_arns[service.name],
@@ -219,6 +231,7 @@ class AnalyticsPlatform(PlatformComponent):
             "budgetName": self.costs.budget_name,
             "chaosTemplateIds": chaos.template_ids if chaos else {},
             "applicationLogGroups": self.monitoring.application_log_groups,
+            "tracesEndpoint": self.tracing.export.endpoint,
             "services": {
                 s.settings.name: {
                     "namespace": s.namespace,

@@ -32,6 +32,7 @@ from infra.config_rules import (
     region_of_arn,
     repeated,
     validate_image_reference,
+    validate_third_party_image,
     weekly_window,
     windows_overlap,
 )
@@ -617,6 +618,34 @@ class ChaosSettings(ConfigModel):
     enabled: bool
 
 
+def _ratio(value: float) -> float:
+    # A ValueError of our own: pydantic's range words ("less than or equal to 1") do not say
+    # what the number means.
+    if not 0 <= value <= 1:
+        raise ValueError(
+            "allowed: a sampling ratio from 0 (no new traces) to 1 (every trace), "
+            "e.g. 0.25 samples one trace in four"
+        )
+    return value
+
+
+SamplingRatio = Annotated[float, AfterValidator(_ratio)]
+# AWS Distro for OpenTelemetry collector, the release of 2026-07-10 (OpenTelemetry Collector
+# v0.156.0; its AWS SDK for Go v2 reads EKS Pod Identity credentials). README: Tracing.
+COLLECTOR_IMAGE = "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"
+
+
+class TracingSettings(ConfigModel):
+    """The cluster's trace collector (infra/tracing.py) and how much the app samples."""
+
+    # From the tier table unless set: OTEL_TRACES_SAMPLER_ARG of every app pod.
+    sampling_ratio: SamplingRatio
+    # A version tag or a digest, never `latest` (config_rules.validate_third_party_image).
+    collector_image: str = Field(default=COLLECTOR_IMAGE, min_length=1)
+    # Two, so that a node drain or a rollout never leaves the apps without a collector.
+    collector_replicas: int = Field(default=2, ge=1, le=10)
+
+
 _DEFAULT_SERVICES = [
     {"name": "analytics-api", "blue": {"version": "0.1.0"}, "green": {"version": "0.1.0"}}
 ]
@@ -644,6 +673,7 @@ class StackSettings(ConfigModel):
     release: ReleaseSettings = ReleaseSettings()
     costs: CostSettings
     chaos: ChaosSettings
+    tracing: TracingSettings
     # The secret keys this stack cannot run without. A stack file never carries a placeholder
     # ciphertext (the engine decrypts every `secure:` value first); it names the key here, a real
     # run stops with the command that sets it, and the offline preview uses a stand-in.
@@ -1072,7 +1102,13 @@ def _policy_problems(settings: StackSettings, tier: Tier, secrets: set[str]) -> 
         for broken, path, value, why in checks
         if broken
     ]
-    return broken_checks + missing + _image_problems(settings)
+    return broken_checks + missing + _image_problems(settings) + _collector_image(settings)
+
+
+def _collector_image(settings: StackSettings) -> list[Problem]:
+    reference = settings.tracing.collector_image
+    problem = validate_third_party_image(reference)
+    return [Problem("tracing.collectorImage", _show(reference), problem)] if problem else []
 
 
 def _image_problems(settings: StackSettings) -> list[Problem]:

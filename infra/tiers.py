@@ -96,6 +96,13 @@ class ChaosTierDefaults(ConfigModel):
     enabled: bool
 
 
+class TracingTierDefaults(ConfigModel):
+    # The share of new traces the app's SDK samples (parentbased_traceidratio). Every request
+    # in dev; in staging enough to see each endpoint several times a minute under test load; in
+    # prod a slice of its volume, since X-Ray bills per trace recorded and retrieved.
+    sampling_ratio: float
+
+
 class TierDefaults(ConfigModel):
     """Config values a stack gets unless it sets them."""
 
@@ -109,6 +116,7 @@ class TierDefaults(ConfigModel):
     image: ImageTierDefaults
     costs: CostTierDefaults
     chaos: ChaosTierDefaults
+    tracing: TracingTierDefaults
 
 
 class TierPolicy(BaseModel):
@@ -188,6 +196,7 @@ TIERS: dict[Environment, Tier] = {
             image=ImageTierDefaults(keep_tagged_images=30),
             costs=CostTierDefaults(monthly_budget_usd=300, anomaly_threshold_usd=25),
             chaos=ChaosTierDefaults(enabled=True),
+            tracing=TracingTierDefaults(sampling_ratio=1.0),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -246,6 +255,7 @@ TIERS: dict[Environment, Tier] = {
             image=ImageTierDefaults(keep_tagged_images=None),
             costs=CostTierDefaults(monthly_budget_usd=1000, anomaly_threshold_usd=100),
             chaos=ChaosTierDefaults(enabled=True),
+            tracing=TracingTierDefaults(sampling_ratio=0.25),
         ),
         policy=TierPolicy(
             require_protect=False,
@@ -303,6 +313,7 @@ TIERS: dict[Environment, Tier] = {
             image=ImageTierDefaults(keep_tagged_images=None),
             costs=CostTierDefaults(monthly_budget_usd=5000, anomaly_threshold_usd=300),
             chaos=ChaosTierDefaults(enabled=False),
+            tracing=TracingTierDefaults(sampling_ratio=0.05),
         ),
         policy=TierPolicy(
             require_protect=True,

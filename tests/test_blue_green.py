@@ -103,7 +103,7 @@ def test_pods_connect_as_their_own_role_with_iam_tokens_and_no_password(
     assert run.of_type("kubernetes:core/v1:Secret") == []
     assert not [i for i in run.invokes if i.token.startswith("aws:secretsmanager/")]
     assert FAKE_DB_PASSWORD not in json.dumps(run.to_json())
-    config = run.one("kubernetes:core/v1:ConfigMap").inputs["data"]
+    config = run.one("kubernetes:core/v1:ConfigMap", "analytics-api-config").inputs["data"]
     assert config["DB_HOST"] == run.outputs["databaseEndpoint"]
     assert config["DB_PORT"] == "5432"
     assert config["DB_USER"] == "analytics_api"
@@ -121,7 +121,7 @@ def test_features_become_config_map_settings(run_stack: RunStack) -> None:
                  "green": {"version": "1.1.0"},
                  "features": {"newDashboard": True, "exportLimit": 500}}]  # fmt: skip
     run = run_stack("dev", overrides={"services": services})
-    data = run.one("kubernetes:core/v1:ConfigMap").inputs["data"]
+    data = run.one("kubernetes:core/v1:ConfigMap", "analytics-api-config").inputs["data"]
     assert data["FEATURE_NEWDASHBOARD"] == "true"
     assert data["FEATURE_EXPORTLIMIT"] == "500"
 
@@ -150,7 +150,7 @@ def test_each_color_has_its_own_hpa_and_no_deployment_sets_replicas(
 
 def test_each_color_has_a_disruption_budget_for_exactly_its_pods(run_stack: RunStack) -> None:
     run = run_stack("dev")
-    pdbs = {r.name: r.inputs for r in run.of_type(PDB)}
+    pdbs = {r.name: r.inputs for r in run.of_type(PDB) if r.name.startswith("analytics-api")}
     assert set(pdbs) == {"analytics-api-blue", "analytics-api-green"}
     for color in ("blue", "green"):
         pdb = pdbs[f"analytics-api-{color}"]
@@ -219,13 +219,16 @@ def test_network_policy_allows_the_app_port_in_and_dns_database_https_out(
     run_stack: RunStack,
 ) -> None:
     """Out: DNS, PostgreSQL, HTTPS, and the node's EKS Pod Identity agent, which listens on
-    169.254.170.23 and fd00:ec2::23, port 80 ("Understand how EKS Pod Identity works")."""
-    spec = run_stack("dev").one("kubernetes:networking.k8s.io/v1:NetworkPolicy").inputs["spec"]
+    169.254.170.23 and fd00:ec2::23, port 80 ("Understand how EKS Pod Identity works"), and
+    the trace collector's OTLP/HTTP port (tests/test_tracing.py)."""
+    policy = run_stack("dev").one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "analytics-api")
+    spec = policy.inputs["spec"]
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     assert spec["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
     egress = [(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]]
-    assert sorted(egress) == [(53, "TCP"), (53, "UDP"), (80, "TCP"), (443, "TCP"), (5432, "TCP")]
-    [agent] = [rule for rule in spec["egress"] if "to" in rule]
+    assert sorted(egress) == [(53, "TCP"), (53, "UDP"), (80, "TCP"), (443, "TCP"), (4318, "TCP"),
+                              (5432, "TCP")]  # fmt: skip
+    [agent] = [rule for rule in spec["egress"] if "ipBlock" in rule.get("to", [{}])[0]]
     assert agent["ports"] == [{"port": 80, "protocol": "TCP"}]
     assert agent["to"] == [{"ipBlock": {"cidr": "169.254.170.23/32"}},
                            {"ipBlock": {"cidr": "fd00:ec2::23/128"}}]  # fmt: skip
@@ -309,7 +312,7 @@ def test_a_service_monitor_replaces_the_annotations_when_the_operator_runs(
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     selector = monitor["spec"]["selector"]["matchLabels"]
     # It selects both Services, so both colors are scraped and told apart by their label.
-    services = run.of_type(SERVICE)
+    services = [s for s in run.of_type(SERVICE) if s.name.startswith("analytics-api")]
     assert len(services) == 2
     for service in services:
         assert selector.items() <= service.inputs["metadata"]["labels"].items()

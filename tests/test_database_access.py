@@ -159,7 +159,7 @@ def test_deployments_roll_only_after_the_role_and_its_pod_identity_exist(
     run = run_stack("staging")
     job = run.one(JOB)
     association = run.one(ASSOCIATION, f"{ACCESS}-connect")
-    for deployment in run.of_type(DEPLOYMENT):
+    for deployment in (run.one(DEPLOYMENT, f"analytics-api-{c}") for c in ("blue", "green")):
         assert job.urn in deployment.dependencies
         assert association.urn in deployment.dependencies
 

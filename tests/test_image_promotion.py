@@ -34,11 +34,17 @@ def tag_of(image: str) -> str | None:
     return path.rsplit(":", 1)[1] if ":" in path else None
 
 
+# Images this project does not build or promote: AWS's public releases, which every account
+# pulls anonymously and no lifecycle rule of ours can expire (README: Tracing, the collector).
+THIRD_PARTY_REPOSITORIES = {"public.ecr.aws/aws-observability/aws-otel-collector"}
+
+
 def deployment_images(run: ProgramRun) -> dict[str, str]:
     return {
         f"{d.name}/{c['name']}": c["image"]
         for d in run.of_type("kubernetes:apps/v1:Deployment")
         for c in reveal_all(d.inputs)["spec"]["template"]["spec"]["containers"]
+        if repository_of(c["image"]) not in THIRD_PARTY_REPOSITORIES
     }
 
 

@@ -71,6 +71,17 @@ def test_every_kubernetes_object_matches_the_cluster_schema(
         check(manifest, version)
 
 
+def test_the_trace_collectors_objects_are_among_those_checked(run_stack: RunStack) -> None:
+    """infra/tracing.py: every kind it creates reaches the schema check above."""
+    kinds = {
+        o["kind"]
+        for o in manifests(run_stack("prod"))
+        if o["metadata"].get("namespace") == "tracing" or o["metadata"]["name"] == "tracing"
+    }
+    assert kinds == {"Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service",
+                     "PodDisruptionBudget", "NetworkPolicy"}  # fmt: skip
+
+
 def test_a_misspelled_field_fails_strict_validation(run_stack: RunStack) -> None:
     [deployment, *_] = [o for o in manifests(run_stack("dev")) if o["kind"] == "Deployment"]
     deployment["spec"]["replica"] = 2

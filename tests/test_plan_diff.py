@@ -265,7 +265,11 @@ def test_a_kubernetes_object_is_replaced_when_its_name_changes() -> None:
     """pulumi-kubernetes replaces an object whose metadata.name or namespace changes: the API
     server has no rename."""
     base, head = _doc("dev"), _doc("dev")
-    [namespace] = [r for r in base["resources"] if r["type"] == "kubernetes:core/v1:Namespace"]
+    [namespace] = [
+        r
+        for r in base["resources"]
+        if r["type"] == "kubernetes:core/v1:Namespace" and r["name"] == "analytics-api"
+    ]
     namespace["inputs"]["metadata"]["name"] = "old-name"
     [change] = compare(base, head).changed
     assert (change.action, change.replaced_by) == ("replace", ["metadata.name"])

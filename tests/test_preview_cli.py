@@ -243,7 +243,7 @@ def test_the_prod_plan_shows_what_a_reviewer_checks_first(
     )
     run = unchanged_run("prod")
     deployments = run.of_type("kubernetes:apps/v1:Deployment")
-    assert len(deployments) == 2
+    assert len(deployments) == 3  # blue, green and the trace collector
     for deployment in deployments:
         spec = deployment.inputs["spec"]
         images = ",".join(c["image"] for c in spec["template"]["spec"]["containers"])

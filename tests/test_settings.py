@@ -155,6 +155,18 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, Any], list[str], str, str]] = [
     ("a color on a moving tag", "prod", {"services": [{"name": "analytics-api",
      "blue": {"version": "1", "image": "r.example.com/a/api:latest"},
      "green": {"version": "1"}}]}, [], "services[0].blue", "the `latest` tag moves"),
+    ("sampling more than every trace", "prod", {"tracing": {"samplingRatio": 1.5}}, [],
+     "analytics-platform:tracing.samplingRatio = 1.5", "allowed: a sampling ratio from 0"),
+    ("a negative sampling ratio", "dev", {"tracing": {"samplingRatio": -0.1}}, [],
+     "tracing.samplingRatio = -0.1", "from 0 (no new traces) to 1 (every trace)"),
+    ("a sampling ratio in words", "staging", {"tracing": {"samplingRatio": "some"}}, [],
+     "tracing.samplingRatio", "valid number"),
+    ("a collector on latest", "prod",
+     {"tracing": {"collectorImage": "public.ecr.aws/aws-observability/aws-otel-collector:latest"}},
+     [], "tracing.collectorImage", "the `latest` tag moves"),
+    ("an untagged collector", "dev",
+     {"tracing": {"collectorImage": "public.ecr.aws/aws-observability/aws-otel-collector"}},
+     [], "tracing.collectorImage", "an untagged reference means `latest`"),
 ]  # fmt: skip
 
 

@@ -52,6 +52,7 @@ OVERRIDES: dict[str, Any] = {
     "image": {"keepTaggedImages": 12},
     "costs": {"monthlyBudgetUsd": 444, "anomalyThresholdUsd": 55},
     "chaos": {"enabled": False},
+    "tracing": {"samplingRatio": 0.5},
 }  # fmt: skip
 
 
@@ -74,6 +75,17 @@ def _hpa(color: str) -> Callable[[ProgramRun], Any]:
 def _kept_tagged(run: ProgramRun) -> Any:
     policy = json.loads(run.one("aws:ecr/lifecyclePolicy:LifecyclePolicy").inputs["policy"])
     return [r["selection"]["countNumber"] for r in policy["rules"] if r["rulePriority"] == 2]
+
+
+def _sampler_args(run: ProgramRun) -> set[str]:
+    """OTEL_TRACES_SAMPLER_ARG of both colors' app containers."""
+    return {
+        env["value"]
+        for color in ("blue", "green")
+        for env in run.one("kubernetes:apps/v1:Deployment", f"{SERVICE}-{color}").inputs["spec"][
+            "template"]["spec"]["containers"][0]["env"]
+        if env["name"] == "OTEL_TRACES_SAMPLER_ARG"
+    }  # fmt: skip
 
 
 # config path -> (what the run shows, the value it must show)
@@ -129,6 +141,7 @@ LANDS: dict[str, tuple[Callable[[ProgramRun], Any], Any]] = {
             "thresholdExpression"]["dimension"]["values"], ["55"]),
     "chaos.enabled": (
         lambda r: len(r.of_type("aws:fis/experimentTemplate:ExperimentTemplate")), 0),
+    "tracing.samplingRatio": (_sampler_args, {"0.5"}),
 }  # fmt: skip
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
-from infra.policies import api, data, ecr, kubernetes, network, rds, stack
+from infra.policies import api, data, ecr, kubernetes, network, rds, stack, tracing
 
 Rule = ResourceValidationPolicy | StackValidationPolicy
 
@@ -20,6 +20,7 @@ POLICIES: list[Rule] = [
     *data.POLICIES,
     *ecr.POLICIES,
     *kubernetes.POLICIES,
+    *tracing.POLICIES,
     *stack.POLICIES,
 ]
 BY_NAME: dict[str, Rule] = {p.name: p for p in POLICIES}
