@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -99,7 +100,7 @@ class BlueGreenService(PlatformComponent):
         self.namespace = settings.name
         k8s_opts = self.child_opts(depends_on=[namespace])
 
-        k8s.core.v1.ServiceAccount(
+        account = k8s.core.v1.ServiceAccount(
             name,
             metadata=self._meta(settings.name),
             automount_service_account_token=False,
@@ -141,6 +142,7 @@ class BlueGreenService(PlatformComponent):
                 opts=self.child_opts(
                     depends_on=[
                         namespace,
+                        account,
                         config_map,
                         access.bootstrap_job,
                         access.connect_association,
@@ -283,7 +285,7 @@ class BlueGreenService(PlatformComponent):
                                 k8s.core.v1.EnvVarArgs(
                                     name="DRAIN_SECONDS", value=str(DRAIN_SECONDS)
                                 ),
-                                *self._trace_env(),
+                                *self._trace_env(color, version),
                                 *pod_identity_env(),
                             ],
                             env_from=[
@@ -348,12 +350,19 @@ class BlueGreenService(PlatformComponent):
             ),
         )
 
-    def _trace_env(self) -> list[k8s.core.v1.EnvVarArgs]:
+    def _trace_env(self, color: str, version: str) -> list[k8s.core.v1.EnvVarArgs]:
         """The OpenTelemetry SDK's own variables ("Environment Variable Specification",
         OTLP Exporter Configuration): spans over OTLP/HTTP to the cluster's collector, sampled
         by the tier's ratio. In the pod template, not the ConfigMap, so that a new ratio rolls
-        the pods (envFrom is read only at start). APP_ENVIRONMENT comes from the ConfigMap."""
+        the pods (envFrom is read only at start). APP_ENVIRONMENT comes from the ConfigMap.
+        The color and version the collector indexes are set here too (OTEL_RESOURCE_ATTRIBUTES,
+        values percent-encoded as the specification asks), so X-Ray can filter a canary's
+        traces whatever the image's own code sets."""
         traces = self.traces
+        attributes = ",".join(
+            f"{key}={quote(value, safe='-._~')}"
+            for key, value in (("deployment.color", color), ("service.version", version))
+        )
         return [
             k8s.core.v1.EnvVarArgs(name=key, value=value)
             for key, value in (
@@ -362,6 +371,7 @@ class BlueGreenService(PlatformComponent):
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOL),
                 ("OTEL_TRACES_SAMPLER", SAMPLER),
                 ("OTEL_TRACES_SAMPLER_ARG", str(traces.sampling_ratio)),
+                ("OTEL_RESOURCE_ATTRIBUTES", attributes),
             )
         ]
 

@@ -543,7 +543,9 @@ class Monitoring(PlatformComponent):
         return "\n\n".join(
             [
                 f"## Traces of {service} (AWS X-Ray, last hour)",
-                f"Slower than the latency alarm ({slow_seconds} s): " + " · ".join(links),
+                f"App time over the latency alarm's threshold ({slow_seconds} s; the alarm "
+                "measures the whole API Gateway path, the app's segment only its own part): "
+                + " · ".join(links),
                 f"[5xx responses]({faults})",
                 f"The app samples {self._sampling_ratio:.0%} of new traces "
                 f"(`tracing.samplingRatio`); a canary's color: "

@@ -441,6 +441,10 @@ class ServiceTierSettings(ConfigModel):
     max_replicas: int = Field(ge=1, le=200)
 
 
+# Namespaces a service may not take: Kubernetes' own and the trace collector's (infra/tracing.py).
+RESERVED_NAMESPACES = frozenset({"default", "tracing"})
+
+
 class ServiceSettings(ConfigModel):
     """One blue/green service: two Deployments, an active and a preview Service."""
 
@@ -469,6 +473,15 @@ class ServiceSettings(ConfigModel):
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> ServiceSettings:
+        # The service's name is its namespace: one the cluster or the platform owns would be
+        # declared twice, and destroying either owner would delete the other's objects.
+        if self.name in RESERVED_NAMESPACES or self.name.startswith("kube-"):
+            raise PathError(
+                "name",
+                self.name,
+                "is a namespace the cluster or the platform owns (default, kube-*, "
+                f"{', '.join(sorted(RESERVED_NAMESPACES - {'default'}))}); choose another name",
+            )
         if self.max_replicas < self.replicas:
             raise PathError(
                 "maxReplicas", self.max_replicas, f"must be at least replicas ({self.replicas})"
@@ -630,8 +643,11 @@ def _ratio(value: float) -> float:
 
 
 SamplingRatio = Annotated[float, AfterValidator(_ratio)]
-# AWS Distro for OpenTelemetry collector, the release of 2026-07-10 (OpenTelemetry Collector
-# v0.156.0; its AWS SDK for Go v2 reads EKS Pod Identity credentials). README: Tracing.
+# AWS Distro for OpenTelemetry collector v0.49.0, tagged 2026-07-14 (OpenTelemetry Collector
+# v0.156.0; its AWS SDK for Go v2 reads EKS Pod Identity credentials). README: Tracing. Its
+# command line disables the exporter.xray.allowDot gate (infra/tracing.py): another release
+# (here or in a stack's tracing.collectorImage) must be checked for that gate first, as a
+# release where it is stable or gone refuses the flag and its pods never start.
 COLLECTOR_IMAGE = "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"
 
 

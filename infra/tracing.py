@@ -59,7 +59,8 @@ XRAY_ACTIONS = ("xray:PutTraceSegments",)
 INDEXED_RESOURCE_ATTRIBUTES = ("deployment.color", "service.version")
 # The awsxray exporter names a resource attribute `otel.resource.<key>` and, with the
 # exporter.xray.allowDot gate off, writes its annotation with `_` for every other character.
-# The gate is beta (on by default) since v0.97.0; it is switched off on the command line so that
+# The gate was added in contrib v0.97.0 and is beta (on by default) since contrib PR #32694
+# (2024); it is switched off on the command line so that
 # the annotation keys are the plain `[A-Za-z0-9_]` names every X-Ray filter expression accepts.
 XRAY_FEATURE_GATES = "-exporter.xray.allowDot"
 SAMPLER = "parentbased_traceidratio"
@@ -170,7 +171,7 @@ class TraceCollector(PlatformComponent):
         )
         namespace = self._namespace()
         k8s_opts = self.child_opts(depends_on=[namespace])
-        k8s.core.v1.ServiceAccount(
+        account = k8s.core.v1.ServiceAccount(
             name,
             metadata=self._meta(COLLECTOR),
             automount_service_account_token=False,
@@ -196,7 +197,9 @@ class TraceCollector(PlatformComponent):
             name,
             metadata=self._meta(COLLECTOR),
             spec=self._deployment_spec(config_text),
-            opts=self.child_opts(depends_on=[namespace, config_map, association]),
+            # Pods of a ServiceAccount that does not exist yet are refused, and retried with
+            # a backoff that eats into the rollout's wait.
+            opts=self.child_opts(depends_on=[namespace, account, config_map, association]),
         )
         k8s.core.v1.Service(
             name,

@@ -115,6 +115,27 @@ def _collector_managed_policy(doc: Doc) -> None:
     doc["resources"][-1]["propertyDependencies"] = {"role": [role["urn"]]}
 
 
+def _collector_role_inline(doc: Doc) -> None:
+    role = inputs(doc, "aws:iam/role:Role", "tracing-collector")
+    statement = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}
+    role["inlinePolicies"] = [
+        {"name": "extra", "policy": json.dumps({"Version": "2012-10-17", "Statement": [statement]})}
+    ]
+
+
+def _collector_role_managed(doc: Doc) -> None:
+    role = inputs(doc, "aws:iam/role:Role", "tracing-collector")
+    role["managedPolicyArns"] = ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+
+
+def _collector_list_attachment(doc: Doc) -> None:
+    role = find(doc, "aws:iam/role:Role", "tracing-collector")
+    plant(doc, "aws:iam/policyAttachment:PolicyAttachment", "extra",
+          {"roles": [role["inputs"]["name"]],
+           "policyArn": "arn:aws:iam::aws:policy/ReadOnlyAccess"})  # fmt: skip
+    doc["resources"][-1]["propertyDependencies"] = {"roles": [role["urn"]]}
+
+
 def _no_force_ssl(doc: Doc) -> None:
     group = inputs(doc, "aws:rds/parameterGroup:ParameterGroup")
     group["parameters"] = [p for p in group["parameters"] if p["name"] != "rds.force_ssl"]
@@ -717,6 +738,16 @@ BRANCHES: list[tuple[str, str, str, Callable[[Doc], None], list[str]]] = [
      _collector_managed_policy,
      ["the collector's role gets the managed policy arn:aws:iam::aws:policy/AdministratorAccess; "
       "it may only write to X-Ray, through its own inline policy"]),
+    ("collector-role-inline-policy", "tracing-collector-role-writes-only-xray", "dev",
+     _collector_role_inline, ["the collector's role may only write to X-Ray, not s3:GetObject"]),
+    ("collector-role-managed-arns", "tracing-collector-role-writes-only-xray", "prod",
+     _collector_role_managed,
+     ["the collector's role gets the managed policy arn:aws:iam::aws:policy/ReadOnlyAccess; "
+      "it may only write to X-Ray, through its own inline policy"]),
+    ("collector-list-attachment", "tracing-collector-role-writes-only-xray", "staging",
+     _collector_list_attachment,
+     ["the collector's role gets permissions through a aws:iam/policyAttachment:PolicyAttachment;"
+      " it may only write to X-Ray, through its own inline policy"]),
     ("collector-daemon-policy-reads-sampling", "tracing-collector-role-writes-only-xray", "prod",
      _collector_actions("xray:PutTraceSegments", "xray:PutTelemetryRecords",
                         "xray:GetSamplingRules"),

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from infra.mock_engine import ProgramRun, ResourceRecord
+from infra.settings import RESERVED_NAMESPACES
 from infra.tiers import TIERS
 from tests.conftest import STACKS, RunStack, policy_doc, stack_account, stack_yaml
 
@@ -153,6 +154,9 @@ def test_both_colors_export_to_the_collector_service_at_the_tier_ratio(
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
             "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+            "OTEL_RESOURCE_ATTRIBUTES": (
+                f"deployment.color={color},service.version={env['APP_VERSION']}"
+            ),
         }
         assert env["APP_COLOR"] == color
         assert env["APP_VERSION"]
@@ -305,3 +309,28 @@ def test_slow_follows_the_latency_alarm_threshold(run_stack: RunStack) -> None:
     monitoring.api.latencyP90Ms (README: Alarm runbook, api-latency-p90)."""
     run = run_stack("dev", overrides={"monitoring": {"api": {"latencyP90Ms": 750}}})
     assert "responsetime%20%3E%200.75%20" in _text_widget(run)["properties"]["markdown"]
+
+
+def test_no_service_can_take_the_collectors_namespace(run_stack: RunStack) -> None:
+    """A service's name is its namespace (infra/blue_green.py); the collector's is reserved, so
+    that no service declares the collector's Namespace a second time."""
+    namespace = run_stack("dev").one(SERVICE, "tracing").inputs["metadata"]["namespace"]
+    assert namespace in RESERVED_NAMESPACES
+
+
+@pytest.mark.parametrize("deployment", ["tracing", f"{APP}-blue", f"{APP}-green"])
+def test_a_deployment_waits_for_its_service_account(run_stack: RunStack, deployment: str) -> None:
+    """Kubernetes "Managing Service Accounts", the ServiceAccount admission controller: a pod
+    whose ServiceAccount does not exist is rejected; the ReplicaSet retries with a backoff that
+    eats into the rollout's wait. So the account is created before the Deployment."""
+    run = run_stack("dev")
+    record = run.one(DEPLOYMENT, deployment)
+    spec = record.inputs["spec"]["template"]["spec"]
+    accounts = [
+        r
+        for r in run.of_type("kubernetes:core/v1:ServiceAccount")
+        if r.inputs["metadata"]["name"] == spec["serviceAccountName"]
+        and r.inputs["metadata"]["namespace"] == record.inputs["metadata"]["namespace"]
+    ]
+    assert len(accounts) == 1
+    assert accounts[0].urn in record.dependencies

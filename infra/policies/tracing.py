@@ -24,6 +24,16 @@ SERVICE = "kubernetes:core/v1:Service"
 ASSOCIATION = "aws:eks/podIdentityAssociation:PodIdentityAssociation"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+ROLE = "aws:iam/role:Role"
+# Other ways a role gains permissions: attachments naming roles in a list, and the exclusive
+# attachment resources (one role each, by its name).
+LIST_ATTACHMENTS = frozenset(
+    {
+        "aws:iam/policyAttachment:PolicyAttachment",
+        "aws:iam/rolePolicyAttachmentsExclusive:RolePolicyAttachmentsExclusive",
+        "aws:iam/rolePoliciesExclusive:RolePoliciesExclusive",
+    }
+)
 
 
 def _namespace(resource: PolicyResource) -> str:
@@ -75,19 +85,37 @@ def _collector_role_scope(resources: Sequence[PolicyResource]) -> Iterable[tuple
             for role in a.property_dependencies.get("roleArn", [])
         ]
         for r in resources:
+            if r.resource_type == ROLE and r in roles:
+                for inline in get(r.props, "inlinePolicies") or []:
+                    for problem in _statement_problems(get(inline, "policy")):
+                        yield r.urn, problem
+                for managed in get(r.props, "managedPolicyArns") or []:
+                    yield r.urn, _managed_problem(managed)
+                continue
+            if r.resource_type in LIST_ATTACHMENTS and any(
+                d in roles
+                for key in ("roles", "roleName")
+                for d in r.property_dependencies.get(key, [])
+            ):
+                yield (
+                    r.urn,
+                    f"the collector's role gets permissions through a {r.resource_type}; it may "
+                    "only write to X-Ray, through its own inline policy",
+                )
+                continue
             bound = any(d in roles for d in r.property_dependencies.get("role", []))
             if bound and r.resource_type == ROLE_POLICY:
                 for problem in _statement_problems(get(r.props, "policy")):
                     yield r.urn, problem
             elif bound and r.resource_type == ATTACHMENT:
-                managed = get(r.props, "policyArn")
-                yield (
-                    r.urn,
-                    (
-                        f"the collector's role gets the managed policy {managed}; it may only "
-                        "write to X-Ray, through its own inline policy"
-                    ),
-                )
+                yield r.urn, _managed_problem(get(r.props, "policyArn"))
+
+
+def _managed_problem(managed: object) -> str:
+    return (
+        f"the collector's role gets the managed policy {managed}; it may only write to X-Ray, "
+        "through its own inline policy"
+    )
 
 
 def _collector_endpoints(resources: Sequence[PolicyResource]) -> set[str]:
