@@ -56,6 +56,8 @@ class LoadBalancerTraceIds(RandomIdGenerator):
 
 
 def resource(version: str, environment: str, color: str) -> Resource:
+    # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and the SDK's own attributes. OTEL_SERVICE_NAME
+    # wins, as in the SDK; without it the app's name, not the SDK's "unknown_service".
     return Resource.create(
         {
             "service.name": os.environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME,

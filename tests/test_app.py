@@ -558,6 +558,8 @@ def test_a_readiness_request_is_a_server_span_whose_database_check_is_its_psycop
     v1.24 database names (db.system, db.name, db.statement, db.user, net.peer.*), which are
     those the collector's awsxray exporter reads for X-Ray SQL subsegments
     (exporter/awsxrayexporter/internal/translator/sql.go)."""
+    with _admin(postgres) as admin:
+        db_port = admin.info.port
     provider = _traced(monkeypatch)
     base, _, server = _serve({**postgres, "READY_CHECK_INTERVAL_SECONDS": "60"}, provider)
     port = base.rsplit(":", 1)[1]
@@ -595,7 +597,7 @@ def test_a_readiness_request_is_a_server_span_whose_database_check_is_its_psycop
         "db.statement": "SELECT 1",
         "db.user": "postgres",
         "net.peer.name": postgres["DB_HOST"],
-        "net.peer.port": 5432,
+        "net.peer.port": db_port,
     }
     assert client.status.status_code.name == "UNSET"
 
