@@ -28,6 +28,7 @@ import contextvars
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -361,28 +362,30 @@ def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> Thr
             started = time.perf_counter()
             path = self.path.split("?", 1)[0]
             route = path if path in ROUTES else None
-            with tracing.server_span(
-                app.tracer, self.headers, "GET", route, self._span_attributes(path)
-            ) as span:
-                error_type = None
-                try:
-                    status, content_type, body = app.handle(path)
-                except (
-                    Exception
-                ) as exc:  # any failure is a 500 and an error log line, never a crash
-                    error_type = type(exc).__qualname__
-                    log("error", event="unhandled", path=path, error=type(exc).__name__)
-                    status, content_type, body = _json(500, {"error": "internal error"})
+            attributes = self._span_attributes(path)
+            with tracing.server_span(app.tracer, self.headers, "GET", route, attributes) as span:
+                status, content_type, body, error_type = self._answer(path)
                 tracing.set_response(span, status, error_type)
                 self._respond(status, content_type, body)
             known = path if status != 404 else "other"
             app.requests.labels(known, str(status)).inc()
             app.latency.labels(known).observe(time.perf_counter() - started)
 
+        def _answer(self, path: str) -> tuple[int, str, bytes, str | None]:
+            """(status, content type, body, the exception's class if one ended the request)."""
+            try:
+                return (*app.handle(path), None)
+            except Exception as exc:  # any failure is a 500 and an error log line, never a crash
+                log("error", event="unhandled", path=path, error=type(exc).__name__)
+                return (*_json(500, {"error": "internal error"}), type(exc).__qualname__)
+
         def _span_attributes(self, path: str) -> dict[str, str | int]:
             """HTTP server span attributes (semantic conventions). Not url.query: a query string
             can carry tokens, and no route reads one."""
-            host, _, port = (self.headers.get("Host") or "").rpartition(":")
+            host = self.headers.get("Host") or ""
+            name, _, port = (
+                host.rpartition(":") if re.fullmatch(r".+:\d+", host) else (host, "", "")
+            )
             forwarded = self.headers.get("X-Forwarded-For") or ""
             attributes: dict[str, str | int] = {
                 "http.request.method": "GET",
@@ -393,8 +396,10 @@ def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> Thr
                 # Behind the ALB, the client is the first address it forwards.
                 "client.address": forwarded.split(",")[0].strip() or self.client_address[0],
             }
-            if host and port.isdigit():
-                attributes |= {"server.address": host, "server.port": int(port)}
+            if name:
+                attributes["server.address"] = name.strip("[]")
+            if port:
+                attributes["server.port"] = int(port)
             if self.headers.get("User-Agent"):
                 attributes["user_agent.original"] = self.headers["User-Agent"]
             return attributes

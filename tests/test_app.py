@@ -538,12 +538,13 @@ def _get_with(url: str, headers: dict[str, str]) -> int:
 
 def _spans(provider: Any, kind: str, count: int = 1, seconds: float = 10) -> list[Any]:
     """The finished spans of `kind` once there are `count` (bounded: the check runs in the
-    background)."""
+    background), in the order they started: a span ends after its response is sent, so the
+    next request's span can end first."""
     deadline = time.monotonic() + seconds
     while True:
         spans = [s for s in provider.memory.get_finished_spans() if s.kind.name == kind]
         if len(spans) >= count or time.monotonic() > deadline:
-            return spans
+            return sorted(spans, key=lambda span: span.start_time)
         time.sleep(0.05)
 
 
@@ -668,7 +669,8 @@ def test_the_load_balancer_trace_id_is_the_trace_of_the_request(
     base, _, server = _serve({}, provider)
     root = "Root=1-67891233-abcdef012345678912345678"
     try:
-        alb = {"X-Amzn-Trace-Id": f"Self=1-67891234-12456789abcdef012345678;{root}"}
+        alb = {"X-Amzn-Trace-Id": f"Self=1-67891234-12456789abcdef012345678;{root}",
+               "X-Forwarded-For": "203.0.113.7, 10.0.1.5"}  # fmt: skip
         assert _get_with(base + "/api/v1/status", alb) == 200
         xray_parent = {"X-Amzn-Trace-Id": f"{root};Parent=53995c3f42cd8ad8;Sampled=1"}
         assert _get_with(base + "/api/v1/status", xray_parent) == 200
@@ -678,6 +680,9 @@ def test_the_load_balancer_trace_id_is_the_trace_of_the_request(
     behind_alb, behind_xray, direct = _spans(provider, "SERVER", 3)
     assert f"{behind_alb.context.trace_id:032x}" == "67891233abcdef012345678912345678"
     assert behind_alb.parent is None
+    # HTTP semantic conventions: client.address is the client behind any intermediary.
+    assert behind_alb.attributes["client.address"] == "203.0.113.7"
+    assert behind_alb.attributes["network.peer.address"] == "127.0.0.1"
     assert f"{behind_xray.context.trace_id:032x}" == "67891233abcdef012345678912345678"
     assert f"{behind_xray.parent.span_id:016x}" == "53995c3f42cd8ad8"
     # No header: a new random W3C id. X-Ray accepts those since October 2023 ("AWS X-Ray now
