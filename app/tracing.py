@@ -26,7 +26,6 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.propagators.aws import AwsXRayPropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
@@ -105,6 +104,8 @@ def instrument_database(provider: TracerProvider) -> None:
     (capture_parameters), no sqlcommenter, and the db.* names (db.system, db.name,
     db.statement) that the X-Ray exporter turns into SQL subsegments. Each test builds its own
     provider, so an earlier instrumentation is replaced rather than kept."""
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor  # imports psycopg
+
     instrumentor = PsycopgInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
