@@ -664,7 +664,9 @@ def test_the_load_balancer_trace_id_is_the_trace_of_the_request(
     "Elastic Load Balancing and AWS X-Ray" (X-Ray Developer Guide): load balancers send no data
     to X-Ray. The request's span starts the trace under that Root, so the access log's trace id
     is the trace's. A header with a Parent (an X-Ray-instrumented caller) is continued as such
-    (opentelemetry-propagator-aws-xray)."""
+    (opentelemetry-propagator-aws-xray). Without a header the id is a random W3C one: "AWS X-Ray
+    now supports W3C format trace IDs for distributed tracing" (AWS What's New, 2023-10-27;
+    ADOT Collector 0.34.0 or later), so no epoch-prefixed AwsXRayIdGenerator is needed."""
     provider = _traced(monkeypatch)
     base, _, server = _serve({}, provider)
     root = "Root=1-67891233-abcdef012345678912345678"
@@ -685,9 +687,6 @@ def test_the_load_balancer_trace_id_is_the_trace_of_the_request(
     assert behind_alb.attributes["network.peer.address"] == "127.0.0.1"
     assert f"{behind_xray.context.trace_id:032x}" == "67891233abcdef012345678912345678"
     assert f"{behind_xray.parent.span_id:016x}" == "53995c3f42cd8ad8"
-    # No header: a new random W3C id. X-Ray accepts those since October 2023 ("AWS X-Ray now
-    # supports W3C format trace IDs for distributed tracing", AWS What's New, 2023-10-27; ADOT
-    # Collector 0.34.0 or later), so no epoch-prefixed X-Ray id generator is needed.
     assert direct.context.trace_id not in {behind_alb.context.trace_id, 0}
 
 
