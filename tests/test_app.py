@@ -641,7 +641,10 @@ def test_an_incoming_traceparent_is_continued_and_the_request_log_lines_carry_it
     base, _, server = _serve({}, provider)
     traceparent = f"00-{W3C_PARENT_TRACE}-{W3C_PARENT_SPAN}-01"
     try:
-        assert _get_with(base + "/api/v1/status", {"traceparent": traceparent}) == 200
+        # Behind the ALB the request also has its X-Amzn-Trace-Id Root: the W3C parent wins.
+        alb = "Root=1-67891233-abcdef012345678912345678"
+        headers = {"traceparent": traceparent, "X-Amzn-Trace-Id": alb}
+        assert _get_with(base + "/api/v1/status", headers) == 200
     finally:
         server.shutdown()
     [span] = _spans(provider, "SERVER")
