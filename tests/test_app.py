@@ -73,7 +73,8 @@ def _serve(env: dict[str, str], tracer_provider: Any = None) -> tuple[str, App, 
                                "APP_ENVIRONMENT": "test", **env}),
               tracer_provider=tracer_provider)  # fmt: skip
     server = make_server(app, host="127.0.0.1", port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # A short poll: shutdown() waits up to one interval, once per test.
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}", app, server
 
 
