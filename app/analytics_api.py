@@ -418,7 +418,9 @@ def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> Thr
             # Readiness answers 503 while draining or without a database: that is the health
             # contract working, not an error.
             failed = status >= 500 and not self.path.startswith("/health/")
-            log("error" if failed else "info", request=self.requestline, status=status)
+            # Without the query string, as in the span: it can carry tokens.
+            request = re.sub(r"\?\S*", "", self.requestline, count=1)
+            log("error" if failed else "info", request=request, status=status)
 
         def log_message(self, format: str, *args: Any) -> None:
             log("info", message=format % args)

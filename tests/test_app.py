@@ -637,7 +637,9 @@ def test_an_incoming_traceparent_is_continued_and_the_request_log_lines_carry_it
     has parent-id as its parent. Log lines carry trace_id (32 hex) and span_id (16 hex), and
     X-Ray's form of the trace id, 1-{first 8 hex}-{other 24}, as the awsxray exporter converts
     a W3C id (opentelemetry-collector-contrib exporter/awsxrayexporter README, "Data
-    Conversion"), so CloudWatch Logs and X-Ray traces can be matched."""
+    Conversion"), so CloudWatch Logs and X-Ray traces can be matched. Neither the span nor the
+    log line keeps the query string ("Semantic conventions for URL", Sensitive information: in
+    systems unable to identify sensitive information, values may be redacted entirely)."""
     provider = _traced(monkeypatch)
     base, _, server = _serve({}, provider)
     traceparent = f"00-{W3C_PARENT_TRACE}-{W3C_PARENT_SPAN}-01"
@@ -645,10 +647,11 @@ def test_an_incoming_traceparent_is_continued_and_the_request_log_lines_carry_it
         # Behind the ALB the request also has its X-Amzn-Trace-Id Root: the W3C parent wins.
         alb = "Root=1-67891233-abcdef012345678912345678"
         headers = {"traceparent": traceparent, "X-Amzn-Trace-Id": alb}
-        assert _get_with(base + "/api/v1/status", headers) == 200
+        assert _get_with(base + "/api/v1/status?api_key=k-5e1f", headers) == 200
     finally:
         server.shutdown()
     [span] = _spans(provider, "SERVER")
+    assert "k-5e1f" not in json.dumps(dict(span.attributes))  # no url.query
     assert f"{span.context.trace_id:032x}" == W3C_PARENT_TRACE
     assert f"{span.parent.span_id:016x}" == W3C_PARENT_SPAN
     assert span.parent.is_remote
