@@ -11,6 +11,8 @@
     GET /metrics         Prometheus metrics
 
 Every response carries X-Color and X-Version, so a release can check which color answered.
+Every request is a SERVER span and every database call a psycopg CLIENT span (tracing.py); each
+log line written under a span carries its trace_id and span_id.
 On SIGTERM it reports not-ready at once, keeps serving for DRAIN_SECONDS (load balancers and
 kube-proxy stop sending meanwhile), then closes.
 
@@ -22,9 +24,11 @@ fresh credentials, so a rotated password or an expired token costs at most one f
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -35,6 +39,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
+import tracing
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -42,6 +49,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+# The request paths the app answers, which are also the spans' http.route: none has parameters.
+ROUTES = ("/health/live", "/health/ready", "/api/v1/status", "/metrics")
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,9 @@ class CachedCheck:
             if self._running:
                 return
             self._running = True
-        threading.Thread(target=self._run, daemon=True).start()
+        # In the caller's context: the check's database span is a child of the request's span.
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(self._run,), daemon=True).start()
 
     def _run(self) -> None:
         try:
@@ -265,8 +277,15 @@ class DatabaseClient:
 
 
 class App:
-    def __init__(self, config: Config, credentials: Credentials | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        credentials: Credentials | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.config = config
+        # Without a provider, the global one (main() configures it).
+        self.tracer = trace.get_tracer("analytics_api", tracer_provider=tracer_provider)
         self.draining = threading.Event()
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -326,8 +345,9 @@ class App:
 
 
 def log(level: str, **fields: Any) -> None:
-    """One JSON object a line on stderr; the platform counts `"level": "error"` lines."""
-    sys.stderr.write(json.dumps({"level": level, **fields}) + "\n")
+    """One JSON object a line on stderr; the platform counts `"level": "error"` lines. Under a
+    span, the line carries its trace_id and span_id (CloudWatch Logs to X-Ray)."""
+    sys.stderr.write(json.dumps({"level": level, **fields, **tracing.log_fields()}) + "\n")
 
 
 def _json(status: int, body: dict[str, Any]) -> tuple[int, str, bytes]:
@@ -341,11 +361,50 @@ def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> Thr
         def do_GET(self) -> None:
             started = time.perf_counter()
             path = self.path.split("?", 1)[0]
+            route = path if path in ROUTES else None
+            attributes = self._span_attributes(path)
+            with tracing.server_span(app.tracer, self.headers, "GET", route, attributes) as span:
+                status, content_type, body, error_type = self._answer(path)
+                tracing.set_response(span, status, error_type)
+                self._respond(status, content_type, body)
+            known = path if status != 404 else "other"
+            app.requests.labels(known, str(status)).inc()
+            app.latency.labels(known).observe(time.perf_counter() - started)
+
+        def _answer(self, path: str) -> tuple[int, str, bytes, str | None]:
+            """(status, content type, body, the exception's class if one ended the request)."""
             try:
-                status, content_type, body = app.handle(path)
+                return (*app.handle(path), None)
             except Exception as exc:  # any failure is a 500 and an error log line, never a crash
                 log("error", event="unhandled", path=path, error=type(exc).__name__)
-                status, content_type, body = _json(500, {"error": "internal error"})
+                return (*_json(500, {"error": "internal error"}), type(exc).__qualname__)
+
+        def _span_attributes(self, path: str) -> dict[str, str | int]:
+            """HTTP server span attributes (semantic conventions). Not url.query: a query string
+            can carry tokens, and no route reads one."""
+            host = self.headers.get("Host") or ""
+            name, _, port = (
+                host.rpartition(":") if re.fullmatch(r".+:\d+", host) else (host, "", "")
+            )
+            forwarded = self.headers.get("X-Forwarded-For") or ""
+            attributes: dict[str, str | int] = {
+                "http.request.method": "GET",
+                "url.path": path,
+                "url.scheme": "http",
+                "network.protocol.version": self.request_version.removeprefix("HTTP/"),
+                "network.peer.address": self.client_address[0],
+                # Behind the ALB, the client is the first address it forwards.
+                "client.address": forwarded.split(",")[0].strip() or self.client_address[0],
+            }
+            if name:
+                attributes["server.address"] = name.strip("[]")
+            if port:
+                attributes["server.port"] = int(port)
+            if self.headers.get("User-Agent"):
+                attributes["user_agent.original"] = self.headers["User-Agent"]
+            return attributes
+
+        def _respond(self, status: int, content_type: str, body: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -353,16 +412,15 @@ def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> Thr
             self.send_header("X-Version", app.config.version)
             self.end_headers()
             self.wfile.write(body)
-            known = path if status != 404 else "other"
-            app.requests.labels(known, str(status)).inc()
-            app.latency.labels(known).observe(time.perf_counter() - started)
 
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             status = int(code) if isinstance(code, int) else 0
             # Readiness answers 503 while draining or without a database: that is the health
             # contract working, not an error.
             failed = status >= 500 and not self.path.startswith("/health/")
-            log("error" if failed else "info", request=self.requestline, status=status)
+            # Without the query string, as in the span: it can carry tokens.
+            request = re.sub(r"\?\S*", "", self.requestline, count=1)
+            log("error" if failed else "info", request=request, status=status)
 
         def log_message(self, format: str, *args: Any) -> None:
             log("info", message=format % args)
@@ -376,7 +434,9 @@ def make_server(app: App, host: str = "0.0.0.0", port: int | None = None) -> Thr
 
 
 def main() -> int:
-    app = App(Config.from_env(os.environ))
+    config = Config.from_env(os.environ)
+    provider = tracing.configure(config.version, config.environment, config.color)
+    app = App(config, tracer_provider=provider)
     server = make_server(app)
     if app.config.db_host is not None:
         app.readiness.refresh_async()  # the first result is ready by the first probe
@@ -395,6 +455,7 @@ def main() -> int:
           flush=True)  # fmt: skip
     server.serve_forever()
     server.server_close()
+    provider.shutdown()  # after draining: the batch processor sends the last spans
     return 0
 
 

@@ -24,6 +24,7 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "app"))
 import db_bootstrap
+import tracing
 from analytics_api import App, Config, IamAuthToken, PasswordFile, credentials_for, make_server
 
 
@@ -67,11 +68,13 @@ def _get(url: str) -> tuple[int, dict[str, str], bytes]:
         return error.code, dict(error.headers), error.read()
 
 
-def _serve(env: dict[str, str]) -> tuple[str, App, Any]:
+def _serve(env: dict[str, str], tracer_provider: Any = None) -> tuple[str, App, Any]:
     app = App(Config.from_env({"APP_COLOR": "green", "APP_VERSION": "1.5.0",
-                               "APP_ENVIRONMENT": "test", **env}))  # fmt: skip
+                               "APP_ENVIRONMENT": "test", **env}),
+              tracer_provider=tracer_provider)  # fmt: skip
     server = make_server(app, host="127.0.0.1", port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # A short poll: shutdown() waits up to one interval, once per test.
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}", app, server
 
 
@@ -496,3 +499,357 @@ def test_bootstrap_creates_an_iam_only_least_privilege_role_and_can_run_again(
 def test_bootstrap_refuses_a_role_name_it_cannot_quote_safely() -> None:
     with pytest.raises(ValueError, match="allowed: lowercase letters, digits and _"):
         db_bootstrap.role_statements('x"; DROP TABLE users; --', "analytics")
+
+
+# --- Traces -------------------------------------------------------------------------------------
+
+RATIO_SAMPLER = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1"}
+W3C_PARENT_TRACE, W3C_PARENT_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+def _traced(monkeypatch: pytest.MonkeyPatch, env: dict[str, str] | None = None) -> Any:
+    """A provider as main() builds it (sampler from the env), exporting to memory, with psycopg
+    instrumented to report to it."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    for name, value in {**RATIO_SAMPLER, **(env or {})}.items():
+        monkeypatch.setenv(name, value)
+    provider = tracing.tracer_provider("1.5.0", "test", "green")
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.instrument_database(provider)
+    provider.memory = exporter  # type: ignore[attr-defined]
+    return provider
+
+
+def _service(resource: Any) -> dict[str, Any]:
+    keys = ("service.name", "service.version", "deployment.environment.name", "deployment.color")
+    return {key: resource[key] for key in keys}
+
+
+def _get_with(url: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback only
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def _spans(provider: Any, kind: str, count: int = 1, seconds: float = 10) -> list[Any]:
+    """The finished spans of `kind` once there are `count` (bounded: the check runs in the
+    background), in the order they started: a span ends after its response is sent, so the
+    next request's span can end first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        spans = [s for s in provider.memory.get_finished_spans() if s.kind.name == kind]
+        if len(spans) >= count or time.monotonic() > deadline:
+            return sorted(spans, key=lambda span: span.start_time)
+        time.sleep(0.05)
+
+
+def test_a_readiness_request_is_a_server_span_whose_database_check_is_its_psycopg_child(
+    postgres: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenTelemetry semantic conventions, "Semantic conventions for HTTP spans" (HTTP server):
+    span name `{http.request.method} {http.route}`, kind SERVER, http.request.method,
+    url.path, url.scheme, http.route (the template), http.response.status_code; a 5xx sets the
+    span status to Error. "Semantic conventions for database client calls": kind CLIENT, a child
+    of the operation that made it. The psycopg instrumentation's default attributes are the
+    v1.24 database names (db.system, db.name, db.statement, db.user, net.peer.*), which are
+    those the collector's awsxray exporter reads for X-Ray SQL subsegments
+    (exporter/awsxrayexporter/internal/translator/sql.go)."""
+    with _admin(postgres) as admin:
+        db_port = admin.info.port
+    provider = _traced(monkeypatch)
+    base, _, server = _serve({**postgres, "READY_CHECK_INTERVAL_SECONDS": "60"}, provider)
+    port = base.rsplit(":", 1)[1]
+    try:
+        code, _, body = _get(base + "/health/ready?probe=1")
+        assert (code, json.loads(body)["detail"]) == (503, "starting: the first database check "
+                                                            "is running")  # fmt: skip
+        [client] = _spans(provider, "CLIENT")
+    finally:
+        server.shutdown()
+    [request] = _spans(provider, "SERVER")
+    assert request.name == "GET /health/ready"
+    assert dict(request.attributes) == {
+        "http.request.method": "GET",
+        "url.path": "/health/ready",
+        "url.scheme": "http",
+        "http.route": "/health/ready",
+        "http.response.status_code": 503,
+        "error.type": "503",
+        "network.protocol.version": "1.1",
+        "network.peer.address": "127.0.0.1",
+        "client.address": "127.0.0.1",
+        "server.address": "127.0.0.1",
+        "server.port": int(port),
+        "user_agent.original": f"Python-urllib/{sys.version_info.major}.{sys.version_info.minor}",
+    }
+    assert request.status.status_code.name == "ERROR"
+    assert request.parent is None
+    assert client.name == "SELECT"
+    assert client.context.trace_id == request.context.trace_id
+    assert client.parent.span_id == request.context.span_id
+    assert dict(client.attributes) == {
+        "db.system": "postgresql",
+        "db.name": "postgres",
+        "db.statement": "SELECT 1",
+        "db.user": "postgres",
+        "net.peer.name": postgres["DB_HOST"],
+        "net.peer.port": db_port,
+    }
+    assert client.status.status_code.name == "UNSET"
+
+
+def test_the_resource_names_the_service_its_version_environment_and_color(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenTelemetry semantic conventions, resource: service.name, service.version,
+    deployment.environment.name; the SDK configuration spec's OTEL_SERVICE_NAME sets
+    service.name. deployment.color is this platform's own attribute (blue/green)."""
+    provider = _traced(monkeypatch)
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    base, _, server = _serve({}, provider)
+    try:
+        assert _get(base + "/api/v1/status")[0] == 200
+    finally:
+        server.shutdown()
+    [span] = _spans(provider, "SERVER")
+    assert _service(span.resource.attributes) == {
+        "service.name": "analytics-api",
+        "service.version": "1.5.0",
+        "deployment.environment.name": "test",
+        "deployment.color": "green",
+    }
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "analytics-api-canary")
+    assert tracing.resource("2.0.0", "prod", "blue").attributes["service.name"] == (
+        "analytics-api-canary"
+    )
+
+
+def test_an_incoming_traceparent_is_continued_and_the_request_log_lines_carry_its_trace_id(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """W3C Trace Context, "traceparent Header": the server span takes the caller's trace-id and
+    has parent-id as its parent. Log lines carry trace_id (32 hex) and span_id (16 hex), and
+    X-Ray's form of the trace id, 1-{first 8 hex}-{other 24}, as the awsxray exporter converts
+    a W3C id (opentelemetry-collector-contrib exporter/awsxrayexporter README, "Data
+    Conversion"), so CloudWatch Logs and X-Ray traces can be matched. Neither the span nor the
+    log line keeps the query string ("Semantic conventions for URL", Sensitive information: in
+    systems unable to identify sensitive information, values may be redacted entirely)."""
+    provider = _traced(monkeypatch)
+    base, _, server = _serve({}, provider)
+    traceparent = f"00-{W3C_PARENT_TRACE}-{W3C_PARENT_SPAN}-01"
+    try:
+        # Behind the ALB the request also has its X-Amzn-Trace-Id Root: the W3C parent wins.
+        alb = "Root=1-67891233-abcdef012345678912345678"
+        headers = {"traceparent": traceparent, "X-Amzn-Trace-Id": alb}
+        assert _get_with(base + "/api/v1/status?api_key=k-5e1f", headers) == 200
+    finally:
+        server.shutdown()
+    [span] = _spans(provider, "SERVER")
+    assert "k-5e1f" not in json.dumps(dict(span.attributes))  # no url.query
+    assert f"{span.context.trace_id:032x}" == W3C_PARENT_TRACE
+    assert f"{span.parent.span_id:016x}" == W3C_PARENT_SPAN
+    assert span.parent.is_remote
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    access = [line for line in lines if line.get("status") == 200]
+    assert access == [{"level": "info", "request": "GET /api/v1/status HTTP/1.1",
+                       "status": 200, "trace_id": W3C_PARENT_TRACE,
+                       "span_id": f"{span.context.span_id:016x}",
+                       "xray_trace_id": "1-4bf92f35-77b34da6a3ce929d0e0e4736"}]  # fmt: skip
+
+
+def test_the_load_balancer_trace_id_is_the_trace_of_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ "Request tracing for your Application Load Balancer" (ELB User Guide): the ALB adds
+    `X-Amzn-Trace-Id: Root=1-{8 hex}-{24 hex}` (with Self= once one was present) and no Parent;
+    "Elastic Load Balancing and AWS X-Ray" (X-Ray Developer Guide): load balancers send no data
+    to X-Ray. The request's span starts the trace under that Root, so the access log's trace id
+    is the trace's. A header with a Parent (an X-Ray-instrumented caller) is continued as such
+    (opentelemetry-propagator-aws-xray). Without a header the id is a random W3C one: "AWS X-Ray
+    now supports W3C format trace IDs for distributed tracing" (AWS What's New, 2023-10-27;
+    ADOT Collector 0.34.0 or later), so no epoch-prefixed AwsXRayIdGenerator is needed."""
+    provider = _traced(monkeypatch)
+    base, _, server = _serve({}, provider)
+    root = "Root=1-67891233-abcdef012345678912345678"
+    try:
+        alb = {"X-Amzn-Trace-Id": f"Self=1-67891234-12456789abcdef012345678;{root}",
+               "X-Forwarded-For": "203.0.113.7, 10.0.1.5"}  # fmt: skip
+        assert _get_with(base + "/api/v1/status", alb) == 200
+        xray_parent = {"X-Amzn-Trace-Id": f"{root};Parent=53995c3f42cd8ad8;Sampled=1"}
+        assert _get_with(base + "/api/v1/status", xray_parent) == 200
+        assert _get(base + "/api/v1/status")[0] == 200
+    finally:
+        server.shutdown()
+    behind_alb, behind_xray, direct = _spans(provider, "SERVER", 3)
+    assert f"{behind_alb.context.trace_id:032x}" == "67891233abcdef012345678912345678"
+    assert behind_alb.parent is None
+    # HTTP semantic conventions: client.address is the client behind any intermediary.
+    assert behind_alb.attributes["client.address"] == "203.0.113.7"
+    assert behind_alb.attributes["network.peer.address"] == "127.0.0.1"
+    assert f"{behind_xray.context.trace_id:032x}" == "67891233abcdef012345678912345678"
+    assert f"{behind_xray.parent.span_id:016x}" == "53995c3f42cd8ad8"
+    assert direct.context.trace_id not in {behind_alb.context.trace_id, 0}
+
+
+def test_a_zero_ratio_samples_no_new_trace_but_follows_a_sampled_parent(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OpenTelemetry SDK environment variables: OTEL_TRACES_SAMPLER=parentbased_traceidratio with
+    OTEL_TRACES_SAMPLER_ARG=0. The trace SDK spec, "ParentBased": a root span is decided by the
+    ratio (0: dropped), a span with a sampled remote parent is recorded. A dropped span still
+    has ids, so its log lines still carry a trace id."""
+    provider = _traced(monkeypatch, {"OTEL_TRACES_SAMPLER_ARG": "0"})
+    base, _, server = _serve({}, provider)
+    try:
+        assert _get(base + "/api/v1/status")[0] == 200
+        unsampled_line = json.loads(capsys.readouterr().err.splitlines()[-1])
+        traceparent = f"00-{W3C_PARENT_TRACE}-{W3C_PARENT_SPAN}-01"
+        assert _get_with(base + "/api/v1/status", {"traceparent": traceparent}) == 200
+        not_sampled = f"00-{W3C_PARENT_TRACE}-{W3C_PARENT_SPAN}-00"
+        assert _get_with(base + "/api/v1/status", {"traceparent": not_sampled}) == 200
+    finally:
+        server.shutdown()
+    [span] = _spans(provider, "SERVER")
+    assert f"{span.context.trace_id:032x}" == W3C_PARENT_TRACE
+    assert re.fullmatch(r"[0-9a-f]{32}", unsampled_line["trace_id"])
+    assert unsampled_line["trace_id"] != W3C_PARENT_TRACE
+    assert re.fullmatch(r"[0-9a-f]{16}", unsampled_line["span_id"])
+
+
+def test_a_500_is_an_error_span_and_its_log_lines_carry_the_span_trace_id(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "Semantic conventions for HTTP spans", status: a server span's status is Error for a 5xx
+    and unset for a 4xx (the client's error); error.type is the exception's class when one
+    ended the request. http.route is set only when a route matched: never the raw path."""
+    provider = _traced(monkeypatch)
+    base, app, server = _serve({}, provider)
+    try:
+
+        def broken(path: str) -> tuple[int, str, bytes]:
+            raise RuntimeError("db password is hunter2")
+
+        assert _get(base + "/nope/123")[0] == 404
+        monkeypatch.setattr(app, "handle", broken)
+        assert _get(base + "/api/v1/status")[0] == 500
+    finally:
+        server.shutdown()
+    missing, failed = _spans(provider, "SERVER", 2)
+    assert (missing.name, missing.status.status_code.name) == ("GET", "UNSET")
+    assert "http.route" not in missing.attributes
+    assert missing.attributes["http.response.status_code"] == 404
+    assert failed.status.status_code.name == "ERROR"
+    assert failed.attributes["http.response.status_code"] == 500
+    assert failed.attributes["error.type"] == "RuntimeError"
+    assert failed.events == ()  # no exception event: its message could carry anything
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    trace_id = f"{failed.context.trace_id:032x}"
+    errors = [line for line in lines if line["level"] == "error"]
+    assert [(e.get("event"), e["trace_id"], e["span_id"]) for e in errors] == [
+        ("unhandled", trace_id, f"{failed.context.span_id:016x}"),
+        (None, trace_id, f"{failed.context.span_id:016x}"),
+    ]
+    assert "hunter2" not in capsys.readouterr().err
+
+
+def test_no_password_or_query_parameter_reaches_a_span(
+    postgres: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The psycopg instrumentation records connection info (database, user, host, port) and the
+    statement as written; parameters only with capture_parameters (db.statement.parameters),
+    which stays off, as does sqlcommenter (opentelemetry-instrumentation-dbapi). "Semantic
+    conventions for database client calls": parameter values SHOULD NOT be recorded."""
+    password_file = tmp_path / "password"
+    password_file.write_text("pw-9f3c-not-in-spans\n")
+    with _admin(postgres) as admin:
+        admin.execute("DROP ROLE IF EXISTS app_rotating")
+        admin.execute("CREATE ROLE app_rotating LOGIN PASSWORD 'pw-9f3c-not-in-spans'")
+    provider = _traced(monkeypatch)
+    env = {**postgres, "DB_USER": "app_rotating", "DB_AUTH": "password-file",
+           "DB_PASSWORD_FILE": str(password_file)}  # fmt: skip
+    _, app, server = _serve(env, provider)
+    server.shutdown()
+    assert app.database_ok() == (True, "database reachable")
+    assert app.database is not None
+    app.database._connected().execute("SELECT %s::text", ["token-77e1-not-in-spans"])
+    spans = _spans(provider, "CLIENT", 2)
+    assert [s.attributes["db.statement"] for s in spans] == ["SELECT 1", "SELECT %s::text"]
+    recorded = json.dumps([dict(s.attributes) for s in spans] + [dict(s.resource.attributes)
+                                                                 for s in spans])  # fmt: skip
+    assert "not-in-spans" not in recorded
+
+
+def test_an_endpoint_env_exports_otlp_http_protobuf_else_nothing() -> None:
+    """OTLP/HTTP (OpenTelemetry protocol spec): binary protobuf POSTed to {endpoint}/v1/traces.
+    The exporter variant is fixed, so a protocol the collector would not expect is refused
+    rather than ignored (OTEL_EXPORTER_OTLP_PROTOCOL, SDK exporter configuration)."""
+    assert tracing.exporter_from_env({}) is None
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL=grpc"):
+        tracing.exporter_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                                   "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})  # fmt: skip
+
+
+def test_sigterm_flushes_the_spans_to_the_collector_after_draining() -> None:
+    """The trace SDK spec, "Shutdown": the provider's shutdown flushes its processors, so the
+    BatchSpanProcessor's queued spans leave before the process exits. A fake collector on
+    loopback receives them as OTLP/HTTP protobuf on /v1/traces."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    port = _free_port()
+    env = {**os.environ, "PORT": str(port), "DRAIN_SECONDS": "0.5", "APP_COLOR": "blue",
+           "APP_VERSION": "2.0.0", "APP_ENVIRONMENT": "staging",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_address[1]}",
+           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_BSP_SCHEDULE_DELAY": "60000",
+           **RATIO_SAMPLER}  # fmt: skip
+    app_file = str(ROOT / "app" / "analytics_api.py")
+    process = subprocess.Popen([sys.executable, app_file], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["listening"] == port
+        assert _get(f"http://127.0.0.1:{port}/api/v1/status")[0] == 200
+        assert received == []  # queued: the batch waits 60 s
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        collector.shutdown()
+    [(path, content_type, body)] = received
+    assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
+    export = ExportTraceServiceRequest.FromString(body)
+    [resource_spans] = export.resource_spans
+    resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert _service(resource) == {
+        "service.name": "analytics-api",
+        "service.version": "2.0.0",
+        "deployment.environment.name": "staging",
+        "deployment.color": "blue",
+    }
+    names = [s.name for scope in resource_spans.scope_spans for s in scope.spans]
+    assert names == ["GET /api/v1/status"]
