@@ -92,6 +92,9 @@ DATABASE_REBOOT = "database-reboot"
 # A share, not a count: the PodDisruptionBudget is not consulted (a delete is not an eviction,
 # Kubernetes "Disruptions"), so half of the active color is the blast radius at any size.
 POD_DELETE_SELECTION = "PERCENT(50)"
+# Policy k8s-no-token-automount (infra/policies/kubernetes.py): why this ServiceAccount mounts.
+API_CLIENT_ANNOTATION = "analytics-platform/kubernetes-api-client"
+API_CLIENT_REASON = "the AWS FIS pod deletes target pods through the API (Role aws-fis-experiments)"
 # The FIS pod must pass the namespace's enforced Pod Security Standard (infra/blue_green.py).
 FIS_POD_SECURITY_POLICY = "restricted"
 
@@ -306,9 +309,7 @@ class ChaosExperiments(PlatformComponent):
                     parameter(key="kubernetesServiceAccount", value=FIS_POD_SERVICE_ACCOUNT),
                     parameter(key="fisPodSecurityPolicy", value=FIS_POD_SECURITY_POLICY),
                 ],
-                target=aws.fis.ExperimentTemplateActionTargetArgs(
-                    key="Pods", value="active-pods"
-                ),
+                target=aws.fis.ExperimentTemplateActionTargetArgs(key="Pods", value="active-pods"),
             ),
             # Everything a run needs exists before the first template that can start one.
             self.child_opts(depends_on=cluster_access),
@@ -317,16 +318,24 @@ class ChaosExperiments(PlatformComponent):
     def _cluster_access(self, pods: PodTarget, role: aws.iam.Role) -> list[pulumi.Resource]:
         """The FIS pod's ServiceAccount, the guide's Role, and the experiment role mapped to
         the Kubernetes user that the RoleBinding binds (an EKS access entry)."""
-        namespace = pods.namespace
+        namespace, ctx_project = pods.namespace, self.ctx.project
         k8s_opts = self.child_opts(depends_on=[pods.namespace_resource])
-        labels = {"app.kubernetes.io/name": "aws-fis", "app.kubernetes.io/part-of": self.ctx.project}
+        labels = {"app.kubernetes.io/name": "aws-fis", "app.kubernetes.io/part-of": ctx_project}
 
         def meta(name: str) -> k8s.meta.v1.ObjectMetaArgs:
             return k8s.meta.v1.ObjectMetaArgs(name=name, namespace=namespace, labels=labels)
 
-        # Its token is the FIS pod's API credential, so it is mounted (the default).
+        # Its token is the FIS pod's API credential (the guide's ServiceAccount leaves
+        # automountServiceAccountToken at its default, true); the pod FIS creates is FIS's own.
         account = k8s.core.v1.ServiceAccount(
-            f"{self.resource_name}-fis-pod", metadata=meta(FIS_POD_SERVICE_ACCOUNT), opts=k8s_opts
+            f"{self.resource_name}-fis-pod",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=FIS_POD_SERVICE_ACCOUNT,
+                namespace=namespace,
+                labels=labels,
+                annotations={API_CLIENT_ANNOTATION: API_CLIENT_REASON},
+            ),
+            opts=k8s_opts,
         )
         rbac_role = k8s.rbac.v1.Role(
             f"{self.resource_name}-fis",

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from infra.mock_engine import ProgramRun
 from infra.chaos import FIS_POD_RULES
+from infra.mock_engine import ProgramRun
 from tests.conftest import RunStack, policy_doc, stack_account, stack_yaml
 
 TEMPLATE = "aws:fis/experimentTemplate:ExperimentTemplate"
@@ -301,7 +301,8 @@ def test_the_access_entry_maps_the_experiment_role_to_the_user_the_role_binding_
     }
     assert "kubernetesGroups" not in entry
     assert run.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation") == []
-    [user] = [s for s in run.one(ROLE_BINDING, "chaos-fis").inputs["subjects"] if s["kind"] == "User"]
+    subjects = run.one(ROLE_BINDING, "chaos-fis").inputs["subjects"]
+    [user] = [s for s in subjects if s["kind"] == "User"]
     assert user == {
         "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": entry["userName"],
     }  # fmt: skip
