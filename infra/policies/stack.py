@@ -205,7 +205,7 @@ def _pod_parameters(template: PolicyResource) -> list[dict[str, Any]]:
     return [
         dict(t.get("parameters") or {})
         for t in targets
-        if isinstance(t, dict) and t.get("resourceType") == EKS_POD  # pyright: ignore[reportUnknownMemberType]
+        if isinstance(t, dict) and t.get("resourceType") == EKS_POD
     ]
 
 
