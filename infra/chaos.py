@@ -289,7 +289,7 @@ class ChaosExperiments(PlatformComponent):
         parameter = aws.fis.ExperimentTemplateActionParameterArgs
         return self._template(
             POD_DELETE,
-            f"delete half of the active ({pods.active_color}) pods of {pods.namespace}",
+            f"delete half of the active color's pods of {pods.namespace}",
             role,
             aws.fis.ExperimentTemplateTargetArgs(
                 name="active-pods",
