@@ -810,7 +810,8 @@ def dry_run(command: str, stack: str, service: str | None, image: str | None,
     switch = [f"scale {idle} to the live size of {active} (at least {selected.replicas}), "
               "wait for its pods",
               f"set services.{name}.activeColor = {idle}, canary weight 0",
-              "targeted pulumi up (listener weights 100/0, Services, HPAs)",
+              "targeted pulumi up (listener weights 100/0, Services, HPAs, and the pod-delete "
+              "experiment where the stack has one)",
               f"verify X-Color={idle} through the active endpoint",
               f"after {release.scale_down_delay_seconds}s: {active} back to "
               f"{selected.preview_replica_count} pods",

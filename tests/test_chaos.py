@@ -64,6 +64,11 @@ def test_an_enabled_prod_experiment_fails_over_to_the_multi_az_standby(
     run = run_stack("prod", overrides={"chaos": {"enabled": True}})
     [action] = _template(run)["actions"]
     assert action["parameters"] == [{"key": "forceFailover", "value": "true"}]
+    # ...and its pod-delete acts on prod's own cluster and namespace.
+    assert sorted(run.outputs["chaosTemplateIds"]) == ["database-reboot", "pod-delete"]
+    [target] = _pod_delete(run)["targets"]
+    assert target["parameters"]["clusterIdentifier"] == "analytics-prod"
+    assert target["parameters"]["namespace"] == "analytics-api"
 
 
 def test_prod_has_no_experiment_unless_its_stack_enables_one(run_stack: RunStack) -> None:
@@ -76,11 +81,7 @@ def test_prod_has_no_experiment_unless_its_stack_enables_one(run_stack: RunStack
     assert run.of_type(ACCESS_ENTRY) == []
     assert [r for r in run.of_type(ROLE_BINDING) if r.name == "chaos-fis"] == []
     assert run.outputs["chaosTemplateIds"] == {}
-    enabled = run_stack("prod", overrides={"chaos": {"enabled": True}})
-    assert sorted(enabled.outputs["chaosTemplateIds"]) == ["database-reboot", "pod-delete"]
-    assert _pod_delete(enabled)["targets"][0]["parameters"]["clusterIdentifier"] == (
-        "analytics-prod"
-    )
+
     dev = run_stack("dev", overrides={"chaos": {"enabled": False}})
     assert dev.of_type(TEMPLATE) == []
 
@@ -331,3 +332,24 @@ def test_the_fis_pod_is_admitted_by_the_namespace_and_not_isolated_by_its_networ
     assert [p["spec"]["podSelector"] for p in policies] == [
         {"matchLabels": {"app.kubernetes.io/name": "analytics-api", "app": "analytics-api"}}
     ]
+
+
+def test_on_day_one_everything_a_pod_delete_run_needs_exists_before_its_template(
+    run_stack: RunStack,
+) -> None:
+    """The first `pulumi up` creates the namespace (infra/blue_green.py), then the FIS pod's
+    ServiceAccount, Role and RoleBinding in it, and the access entry, before the template that
+    can start a run: FIS creates its pod in that namespace with that ServiceAccount, as that
+    user ("Use the AWS FIS aws:eks:pod actions")."""
+    run = run_stack("staging")
+    namespace = run.one("kubernetes:core/v1:Namespace", "analytics-api").urn
+    needed = [
+        run.one(SERVICE_ACCOUNT, "chaos-fis-pod"),
+        run.one(ROLE, "chaos-fis"),
+        run.one(ROLE_BINDING, "chaos-fis"),
+    ]
+    for resource in needed:
+        assert namespace in resource.dependencies, resource.name
+    template = run.one(TEMPLATE, "chaos-pod-delete")
+    for resource in [*needed, run.one(ACCESS_ENTRY, "chaos-fis")]:
+        assert resource.urn in template.dependencies, resource.name
