@@ -280,6 +280,9 @@ def _unbound_stop_condition(doc: Doc) -> None:
          "'kube-system'"),
         ("fis-pod-targets-own-namespace", lambda d: _pod_target(d).pop("namespace"),
          "an aws:eks:pod target may name only a namespace this stack creates, not None"),
+        ("fis-pod-targets-own-namespace",
+         lambda d: _pod_target(d).update(clusterIdentifier="analytics-prod"),
+         "an aws:eks:pod target may name only this stack's cluster, not 'analytics-prod'"),
     ],
 )  # fmt: skip
 def test_fis_rules_fire_on_the_pod_delete_experiments_own_ways_to_go_wrong(

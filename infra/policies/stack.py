@@ -121,6 +121,7 @@ def _anomaly_alerts(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, 
 FIS_TEMPLATE = "aws:fis/experimentTemplate:ExperimentTemplate"
 EKS_POD = "aws:eks:pod"
 NAMESPACE = "kubernetes:core/v1:Namespace"
+KUBERNETES_PROVIDER = "pulumi:providers:kubernetes"
 # Actions with no resource-level permission (Service Authorization Reference), the only ones
 # an FIS role may grant on `*` (infra/chaos.py UNSCOPABLE_ACTIONS).
 UNSCOPABLE_ACTIONS = frozenset(
@@ -210,7 +211,14 @@ def _pod_parameters(template: PolicyResource) -> list[dict[str, Any]]:
 
 
 def _cluster_names(resources: Sequence[PolicyResource]) -> set[str]:
-    return {
+    """The stack's own cluster: what its Kubernetes provider names (infra/providers.py); where
+    no provider is in view, the clusters its pod experiments name."""
+    named = {
+        str(r.props["clusterIdentifier"])
+        for r in resources
+        if r.resource_type == KUBERNETES_PROVIDER and r.props.get("clusterIdentifier")
+    }
+    return named or {
         str(p.get("clusterIdentifier"))
         for r in resources
         if r.resource_type == FIS_TEMPLATE
@@ -222,11 +230,17 @@ def _fis_pod_namespace(resources: Sequence[PolicyResource]) -> Iterable[tuple[st
     namespaces = {
         get(r.props, "metadata", "name") for r in resources if r.resource_type == NAMESPACE
     }
+    clusters = _cluster_names(resources)
     for r in resources:
         if r.resource_type != FIS_TEMPLATE:
             continue
         for parameters in _pod_parameters(r):
-            namespace = parameters.get("namespace")
+            namespace, cluster = parameters.get("namespace"), parameters.get("clusterIdentifier")
+            if cluster not in clusters:
+                yield (
+                    r.urn,
+                    f"an aws:eks:pod target may name only this stack's cluster, not {cluster!r}",
+                )
             if namespace not in namespaces:
                 yield (
                     r.urn,
@@ -264,8 +278,9 @@ POLICIES = [
                "(logs:CreateLogDelivery, ec2:DescribeSubnets, tag:GetResources).", _fis_role_scope,
                "Name the target's ARN in the role policy (infra/chaos.py fis_role_policy)."),
     stack_rule("fis-pod-targets-own-namespace", CATEGORY, "An FIS aws:eks:pod target names "
-               "only a namespace this stack creates.", _fis_pod_namespace,
-               "Target the service's own namespace (infra/chaos.py PodTarget.namespace)."),
+               "only the stack's own cluster and a namespace this stack creates.",
+               _fis_pod_namespace, "Target the service's own namespace and the stack's "
+               "kubernetes.clusterName (infra/chaos.py PodTarget)."),
     stack_rule("cost-anomalies-alert-the-topic", CATEGORY, "A Cost Anomaly Detection "
                "subscription sends the stack's anomalies to its alerts topic over SNS.",
                _anomaly_alerts, "Keep CostGuardrails (infra/costs.py) in the platform."),
