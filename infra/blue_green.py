@@ -98,6 +98,8 @@ class BlueGreenService(PlatformComponent):
             opts=self.child_opts(),
         )
         self.namespace = settings.name
+        # What other components' objects in this namespace wait for (infra/chaos.py).
+        self.namespace_resource: pulumi.Resource = namespace
         k8s_opts = self.child_opts(depends_on=[namespace])
 
         account = k8s.core.v1.ServiceAccount(

@@ -10,7 +10,7 @@ from infra.alerts import Alerts
 from infra.api_gateway import ApiGateway
 from infra.aws_account import AwsAccount
 from infra.blue_green import BlueGreenService, LoadBalancerBinding
-from infra.chaos import ChaosExperiments, ChaosTarget
+from infra.chaos import ChaosExperiments, ChaosTarget, PodTarget
 from infra.component import PlatformComponent, StackContext
 from infra.container_image import ContainerImage
 from infra.costs import CostGuardrails
@@ -147,23 +147,6 @@ class AnalyticsPlatform(PlatformComponent):
             opts=self.child_opts(),
         )
 
-        chaos = (
-            ChaosExperiments(
-                "chaos",
-                ChaosTarget(
-                    database_arn=self.database.arn,
-                    multi_az=config.database.multi_az,
-                    stop_alarm_arns=[self.monitoring.alarm_arns[f"{config.api.service}-unhealthy"]],
-                ),
-                account=account,
-                logs_key_arn=platform_key.arn,
-                ctx=ctx,
-                opts=self.child_opts(),
-            )
-            if config.chaos.enabled
-            else None
-        )
-
         connection = DatabaseConnection(
             host=self.database.endpoint,
             port=self.database.port,
@@ -206,6 +189,34 @@ class AnalyticsPlatform(PlatformComponent):
             )
             for service in config.services
         ]
+
+        fronted_service = next(s for s in self.services if s.settings.name == config.api.service)
+        cluster_name = config.kubernetes.cluster_name
+        chaos = (
+            ChaosExperiments(
+                "chaos",
+                ChaosTarget(
+                    database_arn=self.database.arn,
+                    multi_az=config.database.multi_az,
+                    stop_alarm_arns=[self.monitoring.alarm_arns[f"{config.api.service}-unhealthy"]],
+                    # Only on EKS: FIS reaches pods through the EKS cluster it names.
+                    pods=PodTarget(
+                        cluster_name=cluster_name,
+                        namespace=fronted_service.namespace,
+                        namespace_resource=fronted_service.namespace_resource,
+                        active_color=fronted.active_color,
+                    )
+                    if cluster_name
+                    else None,
+                ),
+                account=account,
+                logs_key_arn=platform_key.arn,
+                ctx=ctx,
+                opts=self.child_opts(),
+            )
+            if config.chaos.enabled
+            else None
+        )
 
         self.exports: dict[str, pulumi.Input[Any]] = {
             "environment": config.environment,

@@ -14,7 +14,8 @@ IAM-signed `/preview/...` route reach the preview color whatever the weights; `d
 new color there before any user request reaches it.
 
 Every step edits the stack's config and runs `pulumi up`, targeted at the objects the step
-changes (the listener, the Services, the HPAs) unless one of them is not in the stack yet: then
+changes (the listener, the Services, the HPAs, and the pod-delete chaos template, which selects
+the active color) unless one of them is not in the stack yet: then
 the update is whole, so a first canary or promote creates what it needs. Every step is logged
 with a timestamp; `--dry-run` reads Pulumi.NAME.yaml and prints the plan, without a Pulumi CLI.
 
@@ -71,6 +72,10 @@ LISTENER_TYPE = "aws:lb/listener:Listener"
 SERVICE_COMPONENT = "delivery:BlueGreenService"
 API_COMPONENT = "api:ApiGateway"
 API_COMPONENT_NAME = "api"  # infra/platform.py
+TEMPLATE_TYPE = "aws:fis/experimentTemplate:ExperimentTemplate"
+CHAOS_COMPONENT = "chaos:ChaosExperiments"
+CHAOS_COMPONENT_NAME = "chaos"  # infra/platform.py
+POD_DELETE_TEMPLATE = f"{CHAOS_COMPONENT_NAME}-pod-delete"  # infra/chaos.py
 
 
 class BadInput(Exception):
@@ -433,6 +438,12 @@ class Release:
         if name == self.settings.api.service:
             urns.append(self._urn(API_COMPONENT, API_COMPONENT_NAME, LISTENER_TYPE,
                                   API_COMPONENT_NAME))  # fmt: skip
+            # The pod-delete experiment selects the active color: it moves with the Services.
+            # Only where the stack has experiments (chaos.enabled); absent, nothing is missing.
+            chaos = self._urn(CHAOS_COMPONENT, CHAOS_COMPONENT_NAME, TEMPLATE_TYPE,
+                              POD_DELETE_TEMPLATE)  # fmt: skip
+            if chaos is not None:
+                urns.append(chaos)
         return urns
 
     def _apply(self, what: str) -> None:
@@ -799,7 +810,8 @@ def dry_run(command: str, stack: str, service: str | None, image: str | None,
     switch = [f"scale {idle} to the live size of {active} (at least {selected.replicas}), "
               "wait for its pods",
               f"set services.{name}.activeColor = {idle}, canary weight 0",
-              "targeted pulumi up (listener weights 100/0, Services, HPAs)",
+              "targeted pulumi up (listener weights 100/0, Services, HPAs, and the pod-delete "
+              "experiment where the stack has one)",
               f"verify X-Color={idle} through the active endpoint",
               f"after {release.scale_down_delay_seconds}s: {active} back to "
               f"{selected.preview_replica_count} pods",

@@ -1,5 +1,10 @@
-"""Chaos experiments: AWS FIS templates that reboot (or fail over) the database, stopped by the
-platform's own alarms, under a role that can touch only this stack's database."""
+"""Chaos experiments: AWS FIS templates that reboot (or fail over) the database and delete half of
+the active color's pods, stopped by the platform's own alarms, under a role that can touch only
+this stack's database and cluster.
+
+Sources: the AWS FIS user guide, "Use the AWS FIS aws:eks:pod actions"
+(https://docs.aws.amazon.com/fis/latest/userguide/eks-pod-actions.html) and the "AWS FIS actions
+reference" (https://docs.aws.amazon.com/fis/latest/userguide/fis-actions-reference.html)."""
 
 from __future__ import annotations
 
@@ -7,16 +12,26 @@ from typing import Any
 
 import pytest
 
+from infra.chaos import FIS_POD_RULES
 from infra.mock_engine import ProgramRun
-from tests.conftest import RunStack, policy_doc, stack_account
+from tests.conftest import RunStack, policy_doc, stack_account, stack_yaml
 
 TEMPLATE = "aws:fis/experimentTemplate:ExperimentTemplate"
 COMPOSITE = "aws:cloudwatch/compositeAlarm:CompositeAlarm"
 DB = "aws:rds/instance:Instance"
+ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
+ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
+ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
+SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+TEMPLATES = ("chaos-database-reboot", "chaos-pod-delete")
 
 
-def _template(run: ProgramRun) -> dict[str, Any]:
-    return run.one(TEMPLATE, "chaos-database-reboot").inputs
+def _template(run: ProgramRun, name: str = "chaos-database-reboot") -> dict[str, Any]:
+    return run.one(TEMPLATE, name).inputs
+
+
+def _pod_delete(run: ProgramRun) -> dict[str, Any]:
+    return _template(run, "chaos-pod-delete")
 
 
 @pytest.mark.parametrize(("stack", "multi_az"), [("dev", False), ("staging", False)])
@@ -49,6 +64,11 @@ def test_an_enabled_prod_experiment_fails_over_to_the_multi_az_standby(
     run = run_stack("prod", overrides={"chaos": {"enabled": True}})
     [action] = _template(run)["actions"]
     assert action["parameters"] == [{"key": "forceFailover", "value": "true"}]
+    # ...and its pod-delete acts on prod's own cluster and namespace.
+    assert sorted(run.outputs["chaosTemplateIds"]) == ["database-reboot", "pod-delete"]
+    [target] = _pod_delete(run)["targets"]
+    assert target["parameters"]["clusterIdentifier"] == "analytics-prod"
+    assert target["parameters"]["namespace"] == "analytics-api"
 
 
 def test_prod_has_no_experiment_unless_its_stack_enables_one(run_stack: RunStack) -> None:
@@ -58,7 +78,10 @@ def test_prod_has_no_experiment_unless_its_stack_enables_one(run_stack: RunStack
     run = run_stack("prod")
     assert run.of_type(TEMPLATE) == []
     assert run.of_type("analytics-platform:chaos:ChaosExperiments") == []
+    assert run.of_type(ACCESS_ENTRY) == []
+    assert [r for r in run.of_type(ROLE_BINDING) if r.name == "chaos-fis"] == []
     assert run.outputs["chaosTemplateIds"] == {}
+
     dev = run_stack("dev", overrides={"chaos": {"enabled": False}})
     assert dev.of_type(TEMPLATE) == []
 
@@ -72,9 +95,11 @@ def test_the_experiment_stops_when_the_fronted_service_turns_unhealthy(
     `<service>-unhealthy` alarm already combines 5xx rate, latency, hosts and error logs."""
     run = run_stack(stack)
     composite = run.one(COMPOSITE, "monitoring-analytics-api-unhealthy")
-    assert _template(run)["stopConditions"] == [
-        {"source": "aws:cloudwatch:alarm", "value": composite.outputs["arn"]}
-    ]
+    assert composite.inputs["alarmName"] == f"analytics-platform-{stack}-analytics-api-unhealthy"
+    for name in TEMPLATES:
+        assert _template(run, name)["stopConditions"] == [
+            {"source": "aws:cloudwatch:alarm", "value": composite.outputs["arn"]}
+        ]
 
 
 def test_each_run_is_logged_to_the_stacks_encrypted_chaos_log_group(run_stack: RunStack) -> None:
@@ -85,20 +110,23 @@ def test_each_run_is_logged_to_the_stacks_encrypted_chaos_log_group(run_stack: R
     assert group.inputs["name"] == "/analytics-platform/staging/chaos"
     assert group.inputs["retentionInDays"] == 30
     assert group.inputs["kmsKeyId"] == run.one("aws:kms/key:Key", "platform-key").outputs["arn"]
-    assert _template(run)["logConfiguration"] == {
-        "logSchemaVersion": 2,
-        "cloudwatchLogsConfiguration": {"logGroupArn": f"{group.outputs['arn']}:*"},
-    }
+    for name in TEMPLATES:
+        assert _template(run, name)["logConfiguration"] == {
+            "logSchemaVersion": 2,
+            "cloudwatchLogsConfiguration": {"logGroupArn": f"{group.outputs['arn']}:*"},
+        }
 
 
-def test_the_fis_role_is_assumed_only_by_fis_and_reboots_only_this_database(
+def test_the_fis_role_is_assumed_only_by_fis_and_acts_only_on_this_database_and_cluster(
     run_stack: RunStack,
 ) -> None:
     """AWS FIS "IAM roles for AWS FIS experiments" (trust fis.amazonaws.com, with
     aws:SourceAccount and aws:SourceArn against the confused deputy), the FIS actions
-    reference (rds:RebootDBInstance, rds:DescribeDBInstances) and CloudWatch Logs "Logs sent
-    to CloudWatch Logs" (logs:CreateLogDelivery; PutResourcePolicy, DescribeResourcePolicies,
-    DescribeLogGroups on log-group:*)."""
+    reference (aws:rds:reboot-db-instances: rds:RebootDBInstance, rds:DescribeDBInstances;
+    aws:eks:pod-delete: eks:DescribeCluster, ec2:DescribeSubnets, tag:GetResources, the last
+    two without resource-level permissions in the Service Authorization Reference) and
+    CloudWatch Logs "Logs sent to CloudWatch Logs" (logs:CreateLogDelivery; PutResourcePolicy,
+    DescribeResourcePolicies, DescribeLogGroups on log-group:*)."""
     run = run_stack("staging")
     account = stack_account("staging")
     role = run.one("aws:iam/role:Role", "chaos-fis")
@@ -119,15 +147,209 @@ def test_the_fis_role_is_assumed_only_by_fis_and_reboots_only_this_database(
     assert statements["LetTheLogGroupAcceptTheExperimentLog"]["Resource"] == (
         f"arn:aws:logs:eu-west-1:{account}:log-group:*"
     )
+    assert statements["DescribeThisClusterOnly"]["Action"] == ["eks:DescribeCluster"]
+    assert statements["DescribeThisClusterOnly"]["Resource"] == (
+        f"arn:aws:eks:eu-west-1:{account}:cluster/analytics-staging"
+    )
+    assert statements["FindThePodTargets"] == {
+        "Sid": "FindThePodTargets",
+        "Effect": "Allow",
+        "Action": ["ec2:DescribeSubnets", "tag:GetResources"],
+        "Resource": "*",
+    }
     assert set(statements) == {
         "RebootThisDatabaseOnly",
+        "DescribeThisClusterOnly",
+        "FindThePodTargets",
         "CreateTheExperimentLogDelivery",
         "LetTheLogGroupAcceptTheExperimentLog",
     }
+    assert _pod_delete(run)["roleArn"] == role.outputs["arn"]
 
 
 def test_the_template_ids_are_a_stack_output_for_the_chaos_workflow(run_stack: RunStack) -> None:
     run = run_stack("staging")
     assert run.outputs["chaosTemplateIds"] == {
-        "database-reboot": run.one(TEMPLATE, "chaos-database-reboot").id
+        "database-reboot": run.one(TEMPLATE, "chaos-database-reboot").id,
+        "pod-delete": run.one(TEMPLATE, "chaos-pod-delete").id,
     }
+
+
+def _flipped_services(stack: str) -> list[dict[str, Any]]:
+    return [
+        {**service, "activeColor": "green"}
+        for service in stack_yaml(stack)["config"]["analytics-platform:services"]
+    ]
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging"])
+def test_pod_delete_deletes_half_of_the_active_colors_pods_in_the_services_namespace(
+    run_stack: RunStack, stack: str
+) -> None:
+    """FIS actions reference, `aws:eks:pod-delete`: resource type `aws:eks:pod`, target key
+    `Pods`, parameter `kubernetesServiceAccount` (required), `fisPodSecurityPolicy`
+    (privileged | baseline | restricted; "compatible with all policy levels"); no
+    `gracePeriodSeconds`, so the pod's own grace period applies ("If the value is nil, we use
+    the default grace period for the pod"). "Use the AWS FIS aws:eks:pod actions", Limitations:
+    `aws:eks:pod` targets are named by parameters (clusterIdentifier, namespace, selectorType,
+    selectorValue), never ARNs or tags; the example's selector is `labelSelector`,
+    `key=value`."""
+    run = run_stack(stack)
+    template = _pod_delete(run)
+    assert template["targets"] == [
+        {
+            "name": "active-pods",
+            "resourceType": "aws:eks:pod",
+            "parameters": {
+                "clusterIdentifier": f"analytics-{stack}",
+                "namespace": "analytics-api",
+                "selectorType": "labelSelector",
+                "selectorValue": "color=blue",
+            },
+            "selectionMode": "PERCENT(50)",
+        }
+    ]
+    assert template["actions"] == [
+        {
+            "name": "delete-pods",
+            "actionId": "aws:eks:pod-delete",
+            "parameters": [
+                {"key": "kubernetesServiceAccount", "value": "aws-fis-pod"},
+                {"key": "fisPodSecurityPolicy", "value": "restricted"},
+            ],
+            "target": {"key": "Pods", "value": "active-pods"},
+        }
+    ]
+    assert template["tags"]["Experiment"] == "pod-delete"
+    # The selector names exactly the active Deployment's pods in that namespace.
+    blue = run.one("kubernetes:apps/v1:Deployment", "analytics-api-blue").inputs
+    assert blue["metadata"]["namespace"] == "analytics-api"
+    assert blue["spec"]["template"]["metadata"]["labels"]["color"] == "blue"
+    green = run.one("kubernetes:apps/v1:Deployment", "analytics-api-green").inputs
+    assert green["spec"]["template"]["metadata"]["labels"]["color"] == "green"
+    job = run.one("kubernetes:batch/v1:Job").inputs
+    assert "color" not in job["spec"]["template"]["metadata"]["labels"]
+
+
+def test_the_pod_delete_selector_follows_a_color_switch(run_stack: RunStack) -> None:
+    """The next push: the release tool writes `activeColor` to the stack config and runs a
+    targeted `up` (infra/release.py; Pulumi, `pulumi up --target` skips what is not targeted),
+    so the template is built from that same value and is one of the switch's targets
+    (tests/test_release.py). After a switch to green it deletes green pods, never the idle
+    blue ones, and the active Service selects what the template deletes."""
+    run = run_stack("staging", overrides={"services": _flipped_services("staging")})
+    [target] = _pod_delete(run)["targets"]
+    assert target["parameters"]["selectorValue"] == "color=green"
+    active = run.one("kubernetes:core/v1:Service", "analytics-api-active").inputs
+    assert active["spec"]["selector"]["color"] == "green"
+    # Only the selector changes: the template is updated in place, never replaced (FIS
+    # UpdateExperimentTemplate takes targets), and the workflow finds it by its tags anyway.
+    assert _pod_delete(run)["description"] == _pod_delete(run_stack("staging"))["description"]
+
+
+def test_the_fis_pod_role_grants_exactly_the_guides_verbs_in_the_services_namespace(
+    run_stack: RunStack,
+) -> None:
+    """FIS user guide, "Use the AWS FIS aws:eks:pod actions", "Configure the Kubernetes service
+    account": the Role's rules (configmaps get/create/patch/delete; pods
+    create/list/get/delete/deletecollection; pods/ephemeralcontainers update; pods/exec create;
+    apps deployments get), bound to the ServiceAccount the action names and to the Kubernetes
+    user of the experiment role; a Role, so nothing outside the namespace."""
+    run = run_stack("staging")
+    role = run.one(ROLE, "chaos-fis").inputs
+    assert role["metadata"]["namespace"] == "analytics-api"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"],
+         "verbs": ["get", "create", "patch", "delete"]},
+        {"apiGroups": [""], "resources": ["pods"],
+         "verbs": ["create", "list", "get", "delete", "deletecollection"]},
+        {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["update"]},
+        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+    ]  # fmt: skip
+    assert len(role["rules"]) == len(FIS_POD_RULES)
+    binding = run.one(ROLE_BINDING, "chaos-fis").inputs
+    assert binding["metadata"]["namespace"] == "analytics-api"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"],
+    }  # fmt: skip
+    account = run.one(SERVICE_ACCOUNT, "chaos-fis-pod").inputs
+    assert account["metadata"] == {
+        **account["metadata"], "name": "aws-fis-pod", "namespace": "analytics-api",
+    }  # fmt: skip
+    # Its token is the FIS pod's API credential: not switched off like the app's.
+    assert "automountServiceAccountToken" not in account
+    assert binding["subjects"][0] == {
+        "kind": "ServiceAccount", "name": "aws-fis-pod", "namespace": "analytics-api",
+    }  # fmt: skip
+
+
+def test_the_access_entry_maps_the_experiment_role_to_the_user_the_role_binding_binds(
+    run_stack: RunStack,
+) -> None:
+    """FIS user guide, "Grant IAM users and roles access to Kubernetes APIs", Option 1: an access
+    entry for the experiment role with a Kubernetes username, which the RoleBinding names as a
+    `User`; no access policy (the guide prescribes none: the Role is the grant). EKS, "Grant IAM
+    users access to Kubernetes with EKS access entries": type STANDARD; the cluster must be in
+    API or API_AND_CONFIG_MAP mode (the offline cluster answers `API`)."""
+    run = run_stack("staging")
+    entry = run.one(ACCESS_ENTRY, "chaos-fis").inputs
+    role = run.one("aws:iam/role:Role", "chaos-fis")
+    assert entry == {
+        **entry,
+        "clusterName": "analytics-staging",
+        "principalArn": role.outputs["arn"],
+        "type": "STANDARD",
+        "userName": "analytics-platform-staging-chaos-fis",
+    }
+    assert "kubernetesGroups" not in entry
+    assert run.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation") == []
+    subjects = run.one(ROLE_BINDING, "chaos-fis").inputs["subjects"]
+    [user] = [s for s in subjects if s["kind"] == "User"]
+    assert user == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": entry["userName"],
+    }  # fmt: skip
+
+
+def test_the_fis_pod_is_admitted_by_the_namespace_and_not_isolated_by_its_network_policy(
+    run_stack: RunStack,
+) -> None:
+    """Kubernetes "Pod Security Admission": the namespace enforces `restricted`, so the FIS pod
+    must be created restricted (`fisPodSecurityPolicy: restricted`, FIS actions reference).
+    Kubernetes "Network Policies": a pod that no NetworkPolicy selects is non-isolated; the
+    namespace's only policy selects the app's own labels, which the FIS pod does not carry, so
+    it reaches the API server."""
+    run = run_stack("staging")
+    namespace = run.one("kubernetes:core/v1:Namespace", "analytics-api").inputs
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    [action] = _pod_delete(run)["actions"]
+    assert {"key": "fisPodSecurityPolicy", "value": "restricted"} in action["parameters"]
+    policies = [
+        p.inputs
+        for p in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+        if p.inputs["metadata"]["namespace"] == "analytics-api"
+    ]
+    assert [p["spec"]["podSelector"] for p in policies] == [
+        {"matchLabels": {"app.kubernetes.io/name": "analytics-api", "app": "analytics-api"}}
+    ]
+
+
+def test_on_day_one_everything_a_pod_delete_run_needs_exists_before_its_template(
+    run_stack: RunStack,
+) -> None:
+    """The first `pulumi up` creates the namespace (infra/blue_green.py), then the FIS pod's
+    ServiceAccount, Role and RoleBinding in it, and the access entry, before the template that
+    can start a run: FIS creates its pod in that namespace with that ServiceAccount, as that
+    user ("Use the AWS FIS aws:eks:pod actions")."""
+    run = run_stack("staging")
+    namespace = run.one("kubernetes:core/v1:Namespace", "analytics-api").urn
+    needed = [
+        run.one(SERVICE_ACCOUNT, "chaos-fis-pod"),
+        run.one(ROLE, "chaos-fis"),
+        run.one(ROLE_BINDING, "chaos-fis"),
+    ]
+    for resource in needed:
+        assert namespace in resource.dependencies, resource.name
+    template = run.one(TEMPLATE, "chaos-pod-delete")
+    for resource in [*needed, run.one(ACCESS_ENTRY, "chaos-fis")]:
+        assert resource.urn in template.dependencies, resource.name

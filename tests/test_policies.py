@@ -291,6 +291,10 @@ VIOLATIONS: dict[str, tuple[str, Callable[[Doc], None]]] = {
         "staging",
         _app_env(OTEL_EXPORTER_OTLP_ENDPOINT="https://otlp.example.com"),
     ),
+    "fis-pod-targets-own-namespace": (
+        "staging",
+        lambda d: _pod_target(d).update(namespace="kube-system"),
+    ),
 }
 
 
@@ -301,8 +305,71 @@ def _fis_policy(doc: Doc, action: str, resource: str) -> None:
     policy["policy"] = json.dumps(document)
 
 
+def _fis_statement(doc: Doc, sid: str, **changes: Any) -> None:
+    policy = inputs(doc, "aws:iam/rolePolicy:RolePolicy", "chaos-fis")
+    document = json.loads(policy["policy"])
+    [statement] = [s for s in document["Statement"] if s["Sid"] == sid]
+    statement.update(changes)
+    policy["policy"] = json.dumps(document)
+
+
+def _pod_target(doc: Doc) -> Doc:
+    parameters: Doc = inputs(doc, FIS, "chaos-pod-delete")["targets"][0]["parameters"]
+    return parameters
+
+
+def _annotated_pod_with_token(doc: Doc) -> None:
+    """The API-client annotation exempts a ServiceAccount only, never a pod that sets it."""
+    template = inputs(doc, DEPLOYMENT, "analytics-api-blue")["spec"]["template"]
+    template["metadata"]["annotations"] = {"analytics-platform/kubernetes-api-client": "x"}
+    template["spec"].pop("automountServiceAccountToken")
+
+
 def _unbound_stop_condition(doc: Doc) -> None:
     find(doc, FIS)["propertyDependencies"].pop("stopConditions")
+
+
+@pytest.mark.parametrize(
+    ("rule", "break_it", "message"),
+    [
+        ("fis-stop-conditions",
+         lambda d: inputs(d, FIS, "chaos-pod-delete").update(stopConditions=[]),
+         "every stop condition must be one of the stack's CloudWatch alarms"),
+        ("fis-role-scope",
+         lambda d: _fis_statement(d, "DescribeThisClusterOnly", Resource="*"),
+         "the FIS role grants eks:DescribeCluster on every resource"),
+        ("fis-role-scope",
+         lambda d: _fis_statement(d, "DescribeThisClusterOnly",
+                                  Resource="arn:aws:eks:eu-west-1:210987654321:cluster/other"),
+         "the FIS role may call eks:DescribeCluster only on this stack's cluster "
+         "(analytics-staging), not arn:aws:eks:eu-west-1:210987654321:cluster/other"),
+        ("fis-role-scope",
+         lambda d: _fis_statement(d, "FindThePodTargets", Action=["ec2:DescribeSubnets",
+                                                                  "eks:DeleteCluster"]),
+         "the FIS role grants ec2:DescribeSubnets, eks:DeleteCluster on every resource"),
+        ("fis-pod-targets-own-namespace",
+         lambda d: _pod_target(d).update(namespace="kube-system"),
+         "an aws:eks:pod target may name only a namespace this stack creates, not "
+         "'kube-system'"),
+        ("fis-pod-targets-own-namespace", lambda d: _pod_target(d).pop("namespace"),
+         "an aws:eks:pod target may name only a namespace this stack creates, not None"),
+        ("fis-pod-targets-own-namespace",
+         lambda d: _pod_target(d).update(clusterIdentifier="analytics-prod"),
+         "an aws:eks:pod target may name only this stack's cluster, not 'analytics-prod'"),
+    ],
+)  # fmt: skip
+def test_fis_rules_fire_on_the_pod_delete_experiments_own_ways_to_go_wrong(
+    previews: Callable[[str], Doc], rule: str, break_it: Callable[[Doc], None], message: str
+) -> None:
+    """FIS user guide, "Use the AWS FIS aws:eks:pod actions": the role needs eks:DescribeCluster
+    (on its cluster: Service Authorization Reference, resource type `cluster`), and the target
+    names a cluster and a namespace; ours is the service's own. Every template, pod-delete
+    too, stops on the stack's alarms ("Stop conditions for AWS FIS")."""
+    bad = previews("staging")
+    assert check(bad, [BY_NAME[rule]]) == []
+    break_it(bad)
+    fired = check(bad, [BY_NAME[rule]])
+    assert [(v.policy, v.message) for v in fired] == [(rule, message)]
 
 
 @pytest.mark.parametrize(
@@ -723,6 +790,13 @@ BRANCHES: list[tuple[str, str, str, Callable[[Doc], None], list[str]]] = [
     ("token-unset", "k8s-no-token-automount", "prod",
      lambda d: inputs(d, DEPLOYMENT, "analytics-api-blue")["spec"]["template"]["spec"].pop(
          "automountServiceAccountToken"),
+     ["automountServiceAccountToken is not false: the pod would get an API token"]),
+    ("fis-pod-account-unexplained", "k8s-no-token-automount", "staging",
+     lambda d: inputs(d, "kubernetes:core/v1:ServiceAccount", "chaos-fis-pod")["metadata"].pop(
+         "annotations"),
+     ["automountServiceAccountToken is not false: the pod would get an API token"]),
+    ("exemption-is-not-a-pods", "k8s-no-token-automount", "staging",
+     lambda d: _annotated_pod_with_token(d),
      ["automountServiceAccountToken is not false: the pod would get an API token"]),
     ("pdb-without-color", "k8s-pdb-per-deployment", "prod",
      lambda d: [inputs(d, "kubernetes:policy/v1:PodDisruptionBudget", n)["spec"]["selector"][

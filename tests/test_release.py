@@ -198,15 +198,29 @@ def test_deploy_then_promote_ends_with_the_new_version_active(cluster: FakeClust
     assert h.stack.service()["previousColor"] == "blue"
     assert any("verified: active endpoint serves green 2.0.0" in line for line in h.lines)
     assert all(line.startswith("[2026-12-01T") for line in h.lines)
-    # Every step of the switch was a targeted update of the listener, Services and HPAs only.
+    # Every step of the switch was a targeted update of the listener, Services, HPAs and the
+    # pod-delete experiment (it selects the active color) only.
     switch_ups = h.stack.ups[1:]
     assert len(switch_ups) == 4  # floors, switch, outgoing color down, incoming floor off
     for targets in switch_ups:
         assert targets is not None
         assert sorted(u.rpartition("::")[2] for u in targets) == [
             "analytics-api-active", "analytics-api-blue", "analytics-api-green",
-            "analytics-api-preview", "api",
+            "analytics-api-preview", "api", "chaos-pod-delete",
         ]  # fmt: skip
+        assert all(u in h.stack.state for u in targets)
+
+
+def test_a_switch_in_a_stack_without_experiments_stays_targeted(cluster: FakeCluster) -> None:
+    """prod has no chaos templates unless `chaos.enabled` (infra/tiers.py): the switch targets
+    no template and never turns into a whole update for the want of one."""
+    h = Harness(cluster, "prod")
+    assert not [u for u in h.stack.state if u.endswith("::chaos-pod-delete")]
+    assert h.deploy() == 0
+    assert h.promote() == 0
+    for targets in h.stack.ups[1:]:
+        assert targets is not None
+        assert not [u for u in targets if "chaos" in u]
 
 
 def test_the_switch_never_leaves_the_active_color_with_fewer_ready_pods(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, unchanged_run
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 BIN = Path(sys.executable).parent
@@ -52,6 +52,22 @@ def test_chaos_runs_only_by_hand_against_staging_and_fails_when_an_alarm_fired()
     assert "aws fis start-experiment" in runs
     assert "describe-alarm-history" in runs
     assert '[ "$state" = completed ] && [ "$alarms" = 0 ]' in runs
+
+
+def test_the_chaos_workflow_offers_every_experiment_staging_has() -> None:
+    """The workflow finds a template by its `Stack` and `Experiment` tags (FIS
+    ListExperimentTemplates); its choices are exactly the experiments staging creates
+    (infra/chaos.py), and the input reaches the script through env, never `${{ }}` in `run`."""
+    chaos = _load("chaos.yml")
+    options = _on(chaos)["workflow_dispatch"]["inputs"]["experiment"]["options"]
+    staging = unchanged_run("staging")
+    assert sorted(options) == sorted(staging.outputs["chaosTemplateIds"])
+    templates = staging.of_type("aws:fis/experimentTemplate:ExperimentTemplate")
+    assert sorted(t.inputs["tags"]["Experiment"] for t in templates) == sorted(options)
+    assert all(t.inputs["tags"]["Stack"] == "staging" for t in templates)
+    job = chaos["jobs"]["experiment"]
+    assert job["env"]["EXPERIMENT"] == "${{ inputs.experiment }}"
+    assert all("inputs." not in step.get("run", "") for step in job["steps"])
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

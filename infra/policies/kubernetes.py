@@ -124,8 +124,16 @@ def _digest(_: Mapping[str, Any], container: Mapping[str, Any]) -> Iterable[str]
         yield f"image {image!r} is not pinned by digest (@sha256:...)"
 
 
+# A ServiceAccount whose pods must call the API (the FIS pod: infra/chaos.py) says why here;
+# the exemption is the ServiceAccount's only, never a pod's, and reviewed like any change.
+API_CLIENT_ANNOTATION = "analytics-platform/kubernetes-api-client"
+
+
 def _no_token(args: ResourceValidationArgs) -> Iterable[str]:
     if args.resource_type == "kubernetes:core/v1:ServiceAccount":
+        annotations = get(args.props, "metadata", "annotations") or {}
+        if annotations.get(API_CLIENT_ANNOTATION):
+            return
         value = args.props.get("automountServiceAccountToken")
     else:
         value = pod_spec(args).get("automountServiceAccountToken")
@@ -236,7 +244,9 @@ POLICIES = [
                   "exports the pushed digest).", level=ADVISORY),
     resource_rule("k8s-no-token-automount", CATEGORY, "Pods and service accounts do not mount "
                   "an API token.", [*WORKLOADS, "kubernetes:core/v1:ServiceAccount"], _no_token,
-                  "Set automount_service_account_token=False on the pod spec and ServiceAccount."),
+                  "Set automount_service_account_token=False on the pod spec and ServiceAccount "
+                  "(a ServiceAccount whose pods must call the API names why in the annotation "
+                  "analytics-platform/kubernetes-api-client)."),
     stack_rule("k8s-pdb-per-deployment", CATEGORY, "Every Deployment with replicas has a "
                "PodDisruptionBudget.", _pdbs,
                "Create a PodDisruptionBudget whose selector matches the pod template's labels."),

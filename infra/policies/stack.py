@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pulumi_policy import PolicyResource
 
@@ -118,6 +119,14 @@ def _anomaly_alerts(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, 
 
 
 FIS_TEMPLATE = "aws:fis/experimentTemplate:ExperimentTemplate"
+EKS_POD = "aws:eks:pod"
+NAMESPACE = "kubernetes:core/v1:Namespace"
+KUBERNETES_PROVIDER = "pulumi:providers:kubernetes"
+# Actions with no resource-level permission (Service Authorization Reference), the only ones
+# an FIS role may grant on `*` (infra/chaos.py UNSCOPABLE_ACTIONS).
+UNSCOPABLE_ACTIONS = frozenset(
+    {"logs:CreateLogDelivery", "ec2:DescribeSubnets", "tag:GetResources"}
+)
 ALARM_TYPES = (
     "aws:cloudwatch/metricAlarm:MetricAlarm",
     "aws:cloudwatch/compositeAlarm:CompositeAlarm",
@@ -140,22 +149,26 @@ def _fis_stop_conditions(resources: Sequence[PolicyResource]) -> Iterable[tuple[
 
 
 def _fis_role_scope(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
-    for r in resources:
-        if r.resource_type != FIS_TEMPLATE:
-            continue
-        roles = r.property_dependencies.get("roleArn", [])
-        policies = [
-            p
-            for p in resources
-            if p.resource_type == "aws:iam/rolePolicy:RolePolicy"
-            and any(d in roles for d in p.property_dependencies.get("role", []))
-        ]
-        for policy in policies:
-            for problem in _fis_statement_problems(get(policy.props, "policy")):
-                yield policy.urn, problem
+    roles = [
+        d
+        for r in resources
+        if r.resource_type == FIS_TEMPLATE
+        for d in r.property_dependencies.get("roleArn", [])
+    ]
+    # Each policy of an experiment role once, however many templates share the role.
+    policies = [
+        p
+        for p in resources
+        if p.resource_type == "aws:iam/rolePolicy:RolePolicy"
+        and any(d in roles for d in p.property_dependencies.get("role", []))
+    ]
+    cluster_names = _cluster_names(resources)
+    for policy in policies:
+        for problem in _fis_statement_problems(get(policy.props, "policy"), cluster_names):
+            yield policy.urn, problem
 
 
-def _fis_statement_problems(text: object) -> Iterable[str]:
+def _fis_statement_problems(text: object, cluster_names: set[str]) -> Iterable[str]:
     if not isinstance(text, str):  # unknown during a first preview
         return
     for statement in json.loads(text).get("Statement", []):
@@ -169,8 +182,73 @@ def _fis_statement_problems(text: object) -> Iterable[str]:
             yield "the FIS role may act only on named database instances, not " + ", ".join(
                 resources
             )
-        if "*" in resources and actions != ["logs:CreateLogDelivery"]:
+        if "*" in resources and not set(actions) <= UNSCOPABLE_ACTIONS:
             yield f"the FIS role grants {', '.join(actions)} on every resource"
+        eks = [a for a in actions if a.startswith("eks:")]
+        clusters = [r for r in resources if r != "*" and not _names_a_cluster(r, cluster_names)]
+        if eks and clusters:
+            yield (
+                f"the FIS role may call {', '.join(eks)} only on this stack's cluster "
+                f"({', '.join(sorted(cluster_names)) or 'none targeted'}), not "
+                + ", ".join(clusters)
+            )
+
+
+def _names_a_cluster(arn: str, names: set[str]) -> bool:
+    return re.fullmatch(r"arn:[\w-]+:eks:[\w-]+:\d{12}:cluster/(.+)", arn) is not None and (
+        arn.rsplit("/", 1)[1] in names
+    )
+
+
+def _pod_parameters(template: PolicyResource) -> list[dict[str, Any]]:
+    """The parameters of each aws:eks:pod target of an FIS template."""
+    targets: list[Any] = get(template.props, "targets") or []
+    return [
+        dict(t.get("parameters") or {})
+        for t in targets
+        if isinstance(t, dict) and t.get("resourceType") == EKS_POD
+    ]
+
+
+def _cluster_names(resources: Sequence[PolicyResource]) -> set[str]:
+    """The stack's own cluster: what its Kubernetes provider names (infra/providers.py); where
+    no provider is in view, the clusters its pod experiments name."""
+    named = {
+        str(r.props["clusterIdentifier"])
+        for r in resources
+        if r.resource_type == KUBERNETES_PROVIDER and r.props.get("clusterIdentifier")
+    }
+    return named or {
+        str(p.get("clusterIdentifier"))
+        for r in resources
+        if r.resource_type == FIS_TEMPLATE
+        for p in _pod_parameters(r)
+    }
+
+
+def _fis_pod_namespace(resources: Sequence[PolicyResource]) -> Iterable[tuple[str, str]]:
+    namespaces = {
+        get(r.props, "metadata", "name") for r in resources if r.resource_type == NAMESPACE
+    }
+    clusters = _cluster_names(resources)
+    for r in resources:
+        if r.resource_type != FIS_TEMPLATE:
+            continue
+        for parameters in _pod_parameters(r):
+            namespace, cluster = parameters.get("namespace"), parameters.get("clusterIdentifier")
+            if cluster not in clusters:
+                yield (
+                    r.urn,
+                    f"an aws:eks:pod target may name only this stack's cluster, not {cluster!r}",
+                )
+            if namespace not in namespaces:
+                yield (
+                    r.urn,
+                    (
+                        "an aws:eks:pod target may name only a namespace this stack creates, not "
+                        f"{namespace!r}"
+                    ),
+                )
 
 
 POLICIES = [
@@ -195,8 +273,14 @@ POLICIES = [
                "stack's own CloudWatch alarms.", _fis_stop_conditions,
                "Pass the alarm ARNs (Monitoring.alarm_arns) as ChaosTarget.stop_alarm_arns."),
     stack_rule("fis-role-scope", CATEGORY, "An FIS experiment role acts only on the stack's "
-               "named resources (no wildcard beyond logs:CreateLogDelivery).", _fis_role_scope,
+               "named resources: its database, eks:DescribeCluster on its own cluster, no "
+               "wildcard beyond the actions that have no resource-level permission "
+               "(logs:CreateLogDelivery, ec2:DescribeSubnets, tag:GetResources).", _fis_role_scope,
                "Name the target's ARN in the role policy (infra/chaos.py fis_role_policy)."),
+    stack_rule("fis-pod-targets-own-namespace", CATEGORY, "An FIS aws:eks:pod target names "
+               "only the stack's own cluster and a namespace this stack creates.",
+               _fis_pod_namespace, "Target the service's own namespace and the stack's "
+               "kubernetes.clusterName (infra/chaos.py PodTarget)."),
     stack_rule("cost-anomalies-alert-the-topic", CATEGORY, "A Cost Anomaly Detection "
                "subscription sends the stack's anomalies to its alerts topic over SNS.",
                _anomaly_alerts, "Keep CostGuardrails (infra/costs.py) in the platform."),
