@@ -26,6 +26,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.propagators.aws import AwsXRayPropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
@@ -39,6 +40,11 @@ SERVICE_NAME = "analytics-api"
 
 # Extraction runs in order and a later valid context wins: a W3C parent over an X-Ray one.
 PROPAGATOR = CompositePropagator([AwsXRayPropagator(), TraceContextTextMapPropagator()])
+
+# The kubelet's probes, the load balancers' health checks and Prometheus scrapes come every few
+# seconds from every pod's callers, with no trace context: a root trace each would be most of
+# X-Ray's bill and bury the requests. They are traced only when a caller sends a trace context.
+PROBE_ROUTES = frozenset({"/health/live", "/health/ready", "/metrics"})
 
 _XRAY_ROOT = re.compile(r"(?:^|;)\s*Root=1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})\s*(?=;|$)")
 _load_balancer_trace_id: ContextVar[int | None] = ContextVar("load_balancer_trace_id", default=None)
@@ -136,6 +142,12 @@ def server_span(
     inherited = None
     if not trace.get_current_span(parent).get_span_context().is_valid:
         inherited = _load_balancer_root(headers.get("X-Amzn-Trace-Id"))
+        if inherited is None and route in PROBE_ROUTES:
+            # No span, and none for the database check it starts either (the instrumentations
+            # skip their work while instrumentation is suppressed).
+            with suppress_instrumentation():
+                yield trace.INVALID_SPAN
+            return
     token = _load_balancer_trace_id.set(inherited)
     try:
         span = tracer.start_span(

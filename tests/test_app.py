@@ -60,9 +60,10 @@ def _admin(postgres: dict[str, str]) -> Any:
                            autocommit=True)  # fmt: skip
 
 
-def _get(url: str) -> tuple[int, dict[str, str], bytes]:
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback only
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback only
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
@@ -559,14 +560,16 @@ def test_a_readiness_request_is_a_server_span_whose_database_check_is_its_psycop
     of the operation that made it. The psycopg instrumentation's default attributes are the
     v1.24 database names (db.system, db.name, db.statement, db.user, net.peer.*), which are
     those the collector's awsxray exporter reads for X-Ray SQL subsegments
-    (exporter/awsxrayexporter/internal/translator/sql.go)."""
+    (exporter/awsxrayexporter/internal/translator/sql.go). A probe is traced when its caller
+    sends a trace context (W3C Trace Context, traceparent)."""
     with _admin(postgres) as admin:
         db_port = admin.info.port
     provider = _traced(monkeypatch)
     base, _, server = _serve({**postgres, "READY_CHECK_INTERVAL_SECONDS": "60"}, provider)
     port = base.rsplit(":", 1)[1]
     try:
-        code, _, body = _get(base + "/health/ready?probe=1")
+        traceparent = f"00-{W3C_PARENT_TRACE}-{W3C_PARENT_SPAN}-01"
+        code, _, body = _get(base + "/health/ready?probe=1", {"traceparent": traceparent})
         assert (code, json.loads(body)["detail"]) == (503, "starting: the first database check "
                                                             "is running")  # fmt: skip
         [client] = _spans(provider, "CLIENT")
@@ -589,7 +592,8 @@ def test_a_readiness_request_is_a_server_span_whose_database_check_is_its_psycop
         "user_agent.original": f"Python-urllib/{sys.version_info.major}.{sys.version_info.minor}",
     }
     assert request.status.status_code.name == "ERROR"
-    assert request.parent is None
+    assert request.context.trace_id == int(W3C_PARENT_TRACE, 16)
+    assert request.parent.span_id == int(W3C_PARENT_SPAN, 16)
     assert client.name == "SELECT"
     assert client.context.trace_id == request.context.trace_id
     assert client.parent.span_id == request.context.span_id
@@ -853,3 +857,28 @@ def test_sigterm_flushes_the_spans_to_the_collector_after_draining() -> None:
     }
     names = [s.name for scope in resource_spans.scope_spans for s in scope.spans]
     assert names == ["GET /api/v1/status"]
+
+
+def test_probes_and_scrapes_without_a_trace_context_leave_no_trace(
+    postgres: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kubernetes "Configure Liveness, Readiness and Startup Probes" (every periodSeconds, per
+    pod), ALB target group health checks (every HealthCheckIntervalSeconds, per target) and
+    Prometheus scrapes carry no trace context; X-Ray bills per trace recorded ("AWS X-Ray
+    pricing"). At a sampling ratio of 1 they would be most of the traces, so a probe without a
+    trace context records no span, and neither does the database check it starts. A request to
+    the API itself is still traced."""
+    provider = _traced(monkeypatch)
+    base, _, server = _serve({**postgres, **FAST_CHECKS}, provider)
+    try:
+        assert _ready_within(base + "/health/ready", 10, "database reachable")[0] == 200
+        assert _get(base + "/health/live")[0] == 200
+        assert _get(base + "/metrics")[0] == 200
+        time.sleep(0.5)  # a few more background checks
+        assert provider.memory.get_finished_spans() == ()
+        assert _get(base + "/api/v1/status")[0] == 200
+        [request] = _spans(provider, "SERVER")
+    finally:
+        server.shutdown()
+    assert request.name == "GET /api/v1/status"
+    assert _spans(provider, "CLIENT", seconds=0) == []
