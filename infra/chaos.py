@@ -30,8 +30,8 @@ through an ephemeral container in the target pod, and that "FIS can only monitor
 fault injection when the securityContext of the target Pods is set to readOnlyRootFilesystem:
 false. Without this configuration, all EKS Pod actions will fail" (Limitations). pod-delete
 injects nothing into the target pod: the FIS pod deletes it through the API. The platform's
-pods keep `readOnlyRootFilesystem: true`; the first staging run is the check (README, Chaos
-experiments), and if FIS ever refuses pod-delete for it, the experiment goes, not the hardening.
+pods keep `readOnlyRootFilesystem: true`. UNVERIFIED: the documents do not settle it, and
+the first staging run is the check (README, Chaos experiments), and if FIS ever refuses pod-delete for it, the experiment goes, not the hardening.
 
 What FIS cannot do here without weakening the pods: API latency or errors.
 `aws:eks:pod-network-latency` (and -packet-loss, -blackhole-port) is "only compatible with the
@@ -91,7 +91,18 @@ POD_DELETE = "pod-delete"
 DATABASE_REBOOT = "database-reboot"
 # A share, not a count: the PodDisruptionBudget is not consulted (a delete is not an eviction,
 # Kubernetes "Disruptions"), so half of the active color is the blast radius at any size.
-POD_DELETE_SELECTION = "PERCENT(50)"
+POD_DELETE_PERCENT = 50
+POD_DELETE_SELECTION = f"PERCENT({POD_DELETE_PERCENT})"
+
+
+def pods_deleted(pods: int) -> int:
+    """How many of `pods` the selection deletes: FIS rounds a share down, and a selection of no
+    resource fails the experiment (FIS user guide, "Targets": selection mode). A service whose
+    active color may run a single pod gets no pod-delete template: losing it is an outage,
+    not an experiment."""
+    return pods * POD_DELETE_PERCENT // 100
+
+
 # Policy k8s-no-token-automount (infra/policies/kubernetes.py): why this ServiceAccount mounts.
 API_CLIENT_ANNOTATION = "analytics-platform/kubernetes-api-client"
 API_CLIENT_REASON = "the AWS FIS pod deletes target pods through the API (Role aws-fis-experiments)"

@@ -10,7 +10,7 @@ from infra.alerts import Alerts
 from infra.api_gateway import ApiGateway
 from infra.aws_account import AwsAccount
 from infra.blue_green import BlueGreenService, LoadBalancerBinding
-from infra.chaos import ChaosExperiments, ChaosTarget, PodTarget
+from infra.chaos import ChaosExperiments, ChaosTarget, PodTarget, pods_deleted
 from infra.component import PlatformComponent, StackContext
 from infra.container_image import ContainerImage
 from infra.costs import CostGuardrails
@@ -206,7 +206,7 @@ class AnalyticsPlatform(PlatformComponent):
                         namespace_resource=fronted_service.namespace_resource,
                         active_color=fronted.active_color,
                     )
-                    if cluster_name
+                    if cluster_name and pods_deleted(fronted.replicas) >= 1
                     else None,
                 ),
                 account=account,

@@ -439,10 +439,11 @@ class Release:
             urns.append(self._urn(API_COMPONENT, API_COMPONENT_NAME, LISTENER_TYPE,
                                   API_COMPONENT_NAME))  # fmt: skip
             # The pod-delete experiment selects the active color: it moves with the Services.
-            # Only where the stack has experiments (chaos.enabled); absent, nothing is missing.
+            # Only where the stack has that template: a stack without one (chaos off, no EKS
+            # cluster, too few pods) gets it, with the then active color, from a whole update.
             chaos = self._urn(CHAOS_COMPONENT, CHAOS_COMPONENT_NAME, TEMPLATE_TYPE,
                               POD_DELETE_TEMPLATE)  # fmt: skip
-            if chaos is not None:
+            if chaos is not None and chaos in self.backend.resource_urns():
                 urns.append(chaos)
         return urns
 

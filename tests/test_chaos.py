@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
-from infra.chaos import FIS_POD_RULES
+from infra.chaos import FIS_POD_RULES, pods_deleted
 from infra.mock_engine import ProgramRun
-from tests.conftest import RunStack, policy_doc, stack_account, stack_yaml
+from infra.settings import ReleaseSettings
+from tests.conftest import ROOT, RunStack, policy_doc, stack_account, stack_yaml
 
 TEMPLATE = "aws:fis/experimentTemplate:ExperimentTemplate"
 COMPOSITE = "aws:cloudwatch/compositeAlarm:CompositeAlarm"
@@ -86,14 +88,18 @@ def test_prod_has_no_experiment_unless_its_stack_enables_one(run_stack: RunStack
     assert dev.of_type(TEMPLATE) == []
 
 
-@pytest.mark.parametrize("stack", ["dev", "staging"])
+# dev's tier runs one pod per color: with two, its pod-delete exists (see below).
+TWO_PODS = {"serviceDefaults": {"replicas": 2, "previewReplicaCount": 1, "maxReplicas": 2}}
+
+
+@pytest.mark.parametrize(("stack", "overrides"), [("dev", TWO_PODS), ("staging", {})])
 def test_the_experiment_stops_when_the_fronted_service_turns_unhealthy(
-    run_stack: RunStack, stack: str
+    run_stack: RunStack, stack: str, overrides: dict[str, Any]
 ) -> None:
     """AWS FIS "Stop conditions for AWS FIS": source `aws:cloudwatch:alarm`, value the alarm's
     ARN; the experiment stops when the alarm enters ALARM. The composite
     `<service>-unhealthy` alarm already combines 5xx rate, latency, hosts and error logs."""
-    run = run_stack(stack)
+    run = run_stack(stack, overrides=overrides)
     composite = run.one(COMPOSITE, "monitoring-analytics-api-unhealthy")
     assert composite.inputs["alarmName"] == f"analytics-platform-{stack}-analytics-api-unhealthy"
     for name in TEMPLATES:
@@ -182,9 +188,9 @@ def _flipped_services(stack: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize("stack", ["dev", "staging"])
+@pytest.mark.parametrize(("stack", "overrides"), [("dev", TWO_PODS), ("staging", {})])
 def test_pod_delete_deletes_half_of_the_active_colors_pods_in_the_services_namespace(
-    run_stack: RunStack, stack: str
+    run_stack: RunStack, stack: str, overrides: dict[str, Any]
 ) -> None:
     """FIS actions reference, `aws:eks:pod-delete`: resource type `aws:eks:pod`, target key
     `Pods`, parameter `kubernetesServiceAccount` (required), `fisPodSecurityPolicy`
@@ -194,7 +200,7 @@ def test_pod_delete_deletes_half_of_the_active_colors_pods_in_the_services_names
     `aws:eks:pod` targets are named by parameters (clusterIdentifier, namespace, selectorType,
     selectorValue), never ARNs or tags; the example's selector is `labelSelector`,
     `key=value`."""
-    run = run_stack(stack)
+    run = run_stack(stack, overrides=overrides)
     template = _pod_delete(run)
     assert template["targets"] == [
         {
@@ -353,3 +359,53 @@ def test_on_day_one_everything_a_pod_delete_run_needs_exists_before_its_template
     template = run.one(TEMPLATE, "chaos-pod-delete")
     for resource in [*needed, run.one(ACCESS_ENTRY, "chaos-fis")]:
         assert resource.urn in template.dependencies, resource.name
+
+
+@pytest.mark.parametrize(("pods", "deleted"), [(1, 0), (2, 1), (3, 1), (4, 2), (5, 2)])
+def test_half_of_the_pods_is_rounded_down_as_fis_selects(pods: int, deleted: int) -> None:
+    """AWS FIS user guide, "Targets", selection mode PERCENT(n): "If you have an odd number of
+    resources and specify 50%, AWS FIS rounds down"; a selection of no resource fails the
+    experiment."""
+    assert pods_deleted(pods) == deleted
+
+
+def test_a_service_that_may_run_one_pod_has_no_pod_delete(run_stack: RunStack) -> None:
+    """dev runs one pod per color (infra/tiers.py): half of one is none, which FIS refuses as an
+    empty selection ("Targets", selection mode), and deleting the only pod is an outage, not an
+    experiment. The database experiment stays; nothing of pod-delete's cluster access is made."""
+    run = run_stack("dev")
+    assert sorted(run.outputs["chaosTemplateIds"]) == ["database-reboot"]
+    assert [r.name for r in run.of_type(TEMPLATE)] == ["chaos-database-reboot"]
+    assert run.of_type(ACCESS_ENTRY) == []
+
+
+def test_the_chaos_verdict_waits_until_every_stop_alarm_could_have_fired(
+    run_stack: RunStack,
+) -> None:
+    """CloudWatch "Using Amazon CloudWatch alarms", evaluating an alarm: a metric alarm goes to
+    ALARM only after EvaluationPeriods x Period of breaching data; load balancer and API
+    Gateway metrics arrive in CloudWatch minutes late (the release tool's metricsDelaySeconds,
+    120 s). An experiment can end in seconds (pod-delete), so the workflow waits the longest
+    member window of the composite stop alarm plus that delay before it reads the history."""
+    run = run_stack("staging")
+    composite = run.one(COMPOSITE, "monitoring-analytics-api-unhealthy").inputs["alarmRule"]
+    windows = [
+        int(a.inputs["evaluationPeriods"]) * int(a.inputs["period"])
+        for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+        if a.outputs["arn"] in composite
+    ]
+    assert len(windows) == 5
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "chaos.yml").read_text())
+    [job] = workflow["jobs"].values()
+    assert job["env"]["ALARM"] == composite_name(run)
+    settle = int(job["env"]["SETTLE_SECONDS"])
+    assert settle >= max(windows) + ReleaseSettings().metrics_delay_seconds
+    steps = [step.get("name") for step in job["steps"]]
+    assert steps.index("Let the alarms see the experiment's whole effect") == (
+        steps.index("Wait for it to end") + 1
+    )
+    assert steps[-1] == "Report whether the service stayed within its alarms"
+
+
+def composite_name(run: ProgramRun) -> str:
+    return run.one(COMPOSITE, "monitoring-analytics-api-unhealthy").inputs["alarmName"]

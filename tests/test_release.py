@@ -223,6 +223,23 @@ def test_a_switch_in_a_stack_without_experiments_stays_targeted(cluster: FakeClu
         assert not [u for u in targets if "chaos" in u]
 
 
+def test_a_switch_where_experiments_exist_but_no_pod_delete_stays_targeted(
+    cluster: FakeCluster,
+) -> None:
+    """dev has its chaos component but no pod-delete (one pod per color, infra/chaos.py): the
+    switch targets no template, and a targeted update "skips creates of resources that are not
+    targeted" (Pulumi, `pulumi up --target`), so none is asked for and no whole update is
+    forced. The next whole update creates it, with the then active color, if it ever applies."""
+    h = Harness(cluster, "dev")
+    assert [u for u in h.stack.state if u.endswith("::chaos")]
+    assert not [u for u in h.stack.state if u.endswith("::chaos-pod-delete")]
+    assert h.deploy() == 0
+    assert h.promote() == 0
+    for targets in h.stack.ups[1:]:
+        assert targets is not None
+        assert not [u for u in targets if "chaos" in u]
+
+
 def test_the_switch_never_leaves_the_active_color_with_fewer_ready_pods(
     cluster: FakeCluster,
 ) -> None:
