@@ -909,6 +909,9 @@ KUBERNETES_BRANCHES: list[tuple[str, str, str, Callable[[Doc], None], list[str]]
      []),
     ("pdb-statefulset-uncovered", "k8s-pdb-per-deployment", "prod",
      _workload(STATEFUL_SET, replicas=2), [NO_PDB]),
+    ("pdb-idle-color-does-not-end-the-check", "k8s-pdb-per-deployment", "prod",
+     lambda d: [_workload(DEPLOYMENT, name="idle", replicas=0)(d),
+                _workload(STATEFUL_SET, replicas=2)(d)], [NO_PDB]),
     ("pdb-daemonset-needs-none", "k8s-pdb-per-deployment", "prod", _workload(DAEMON_SET), []),
     ("pdb-idle-color", "k8s-pdb-per-deployment", "prod", _workload(DEPLOYMENT, replicas=0), []),
     ("pdb-one-replica", "k8s-pdb-per-deployment", "prod", _workload(DEPLOYMENT, replicas=1),
@@ -1073,6 +1076,13 @@ STACK_BRANCHES: list[tuple[str, str, str, Callable[[Doc], None], list[str]]] = [
      _fis_statements({"Resource": "arn:aws:s3:::bucket"}), []),
     ("role-policy-unknown", "fis-role-scope", "staging",
      lambda d: inputs(d, FIS_ROLE_POLICY, "chaos-fis").update(policy=None), []),
+    ("role-policy-without-statements", "fis-role-scope", "staging",
+     lambda d: inputs(d, FIS_ROLE_POLICY, "chaos-fis").update(policy="{}"), []),
+    ("experiment-role-not-from-this-stack", "fis-role-scope", "staging",
+     lambda d: [find(d, FIS)["propertyDependencies"].pop("roleArn"),
+                _fis_statements({"Action": "rds:*", "Resource": "*"})(d)], []),
+    ("role-policy-on-a-literal-role", "fis-role-scope", "staging",
+     lambda d: plant(d, FIS_ROLE_POLICY, "literal", {"role": "someone", "policy": "{}"}), []),
     ("another-role-is-not-the-fis-role", "fis-role-scope", "staging",
      _fis_statements({"Action": "rds:*", "Resource": "*"}, name="alerts-chatbot"), []),
 ]  # fmt: skip
@@ -1207,6 +1217,21 @@ def test_a_tier_that_requires_multi_az_names_itself(
     inputs(doc, DB).update(multiAz=False)
     fired = check(doc, [BY_NAME["rds-multi-az-in-prod"]])
     assert [v.message for v in fired] == ["a staging database must be Multi-AZ (multiAz: true)"]
+
+
+def test_a_tier_that_requires_protect_names_itself(
+    previews: Callable[[str], Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging = TIERS["staging"]
+    policy = staging.policy.model_copy(update={"require_protect": True})
+    monkeypatch.setitem(TIERS, "staging", staging.model_copy(update={"policy": policy}))
+    doc = previews("staging")
+    topic = find(doc, TOPIC)
+    topic.update(protect=False)
+    fired = check(doc, [BY_NAME["protect-stateful-in-prod"]])
+    assert [v.message for v in fired if v.urn == topic["urn"]] == [
+        "a staging Topic must be `protect`ed so that no update can delete it"
+    ]
 
 
 def test_a_flag_rule_fires_unless_the_flag_is_exactly_true() -> None:
