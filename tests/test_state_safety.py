@@ -14,6 +14,7 @@ from infra.state_safety import (
     SNAPSHOT,
     BadSnapshot,
     alias_urns,
+    cluster_of,
     main,
     problems,
     read_snapshot,
@@ -322,3 +323,25 @@ def test_a_program_failure_is_one_line_and_exit_1(
     monkeypatch.setattr("infra.state_safety._previews", fail)
     assert main(["--snapshot", str(SNAPSHOT)]) == 1
     assert capsys.readouterr().err == "error: the program failed: KeyError: 'boom'\n"
+
+
+def test_a_stack_without_a_kubernetes_provider_has_no_cluster() -> None:
+    assert cluster_of({"resources": [_resource("aws:kms/key:Key", "key", inputs={})]}) is None
+    assert cluster_of(_on_cluster("analytics-dev")) == "analytics-dev"
+
+
+@pytest.mark.usefixtures("cached_previews")
+def test_updating_rewrites_even_a_malformed_snapshot(tmp_path: Path) -> None:
+    snapshot = tmp_path / "stateful-urns.json"
+    snapshot.write_text("{not json")
+    assert main(["--update", "--snapshot", str(snapshot)]) == 0
+    assert read_snapshot(snapshot) == read_snapshot()
+
+
+def test_the_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m infra.state_safety [-h] [--update]")
+    assert "--update             rewrite the snapshot" in out
