@@ -345,3 +345,17 @@ def test_the_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert out.startswith("usage: python -m infra.state_safety [-h] [--update]")
     assert "--update             rewrite the snapshot" in out
+
+
+def test_every_alias_counts_not_only_those_before_a_urn() -> None:
+    resource = {"type": "aws:kms/key:Key", "name": "k", "aliases": [
+        {"urn": KEY_URN}, {"spec": {"name": "older"}}]}  # fmt: skip
+    assert alias_urns(resource, "s", "p") == {KEY_URN, "urn:pulumi:s::p::aws:kms/key:Key::older"}
+
+
+@pytest.mark.usefixtures("cached_previews")
+def test_the_command_checks_the_committed_snapshot_by_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([]) == 0
+    assert capsys.readouterr().out == "state safety: every stateful URN is unchanged\n"
