@@ -7,6 +7,7 @@ and print exactly one line naming the full key (no traceback, no second line).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,15 @@ import pytest
 
 from infra import preview
 from infra.config_rules import (
+    IMAGE_SHAPE,
+    QUANTITY_SHAPE,
+    PathError,
     aws_regions,
     daily_window,
+    known_region,
     quantity,
+    region_of_arn,
+    repeated,
     validate_image_reference,
     weekly_window,
     windows_overlap,
@@ -192,3 +199,131 @@ def test_quantities_compare_as_kubernetes_reads_them(text: str, value: str) -> N
     from decimal import Decimal
 
     assert quantity(text) == Decimal(value)
+
+
+# Each rule on its own, word for word: what a stack file's author reads.
+@pytest.mark.parametrize(
+    ("environment", "reference", "problem"),
+    [
+        ("dev", "api", f"not an image reference; expected {IMAGE_SHAPE}"),
+        ("dev", "registry.example.com/team/api:latest",
+         "the `latest` tag moves under a running stack; use a version tag or a digest"),
+        ("dev", "registry.example.com:5000/team/api",
+         "an untagged reference means `latest`; add a version tag or a digest"),
+        ("staging", "registry.example.com:5000/team/api:1.2",
+         "a staging stack runs only what was built and tested: pin the digest "
+         "(…@sha256:<64 hex digits>)"),
+        ("dev", "registry.example.com:5000/team/api:1.2", None),
+        ("dev", "registry.example.com:5000/team/api@sha256:" + "b" * 64, None),
+        ("prod", "registry.example.com/team/api:1.2@sha256:" + "b" * 64, None),
+    ],
+)  # fmt: skip
+def test_the_image_rule_says_what_is_wrong_in_words(
+    environment: Any, reference: str, problem: str | None
+) -> None:
+    assert validate_image_reference(environment, reference) == problem
+
+
+def test_a_region_is_one_aws_has_or_a_near_name_is_suggested() -> None:
+    assert known_region("eu-west-1") == "eu-west-1"
+    with pytest.raises(ValueError, match=r"^not an AWS region; did you mean eu-west-1\? "):
+        known_region("eu-wesst-1")
+    with pytest.raises(ValueError, match=r"^not an AWS region such as eu-west-1 \(regions known"):
+        known_region("zzzzzzzz")
+    assert not any(region.endswith("-global") for region in aws_regions())
+
+
+@pytest.mark.parametrize(
+    ("arn", "region"),
+    [
+        ("arn:aws:acm:us-east-1:123456789012:certificate/0a1b", "us-east-1"),
+        ("arn:aws:sns:eu-west-1:123456789012:alerts", "eu-west-1"),
+        ("arn:aws:sns:eu-west-1:123456789012", ""),
+        ("arn:aws:s3:::bucket", ""),
+        ("not-an-arn", ""),
+    ],
+)
+def test_the_region_of_an_arn_is_its_fourth_field(arn: str, region: str) -> None:
+    assert region_of_arn(arn) == region
+
+
+@pytest.mark.parametrize(
+    ("text", "window"),
+    [("00:00-00:30", (0, 30)), ("02:00-03:00", (120, 60)), ("23:59-00:29", (1439, 30)),
+     ("23:30-00:30", (1410, 60))],
+)  # fmt: skip
+def test_a_daily_window_is_its_start_and_length_in_minutes(
+    text: str, window: tuple[int, int]
+) -> None:
+    assert daily_window(text) == window
+
+
+@pytest.mark.parametrize(
+    ("text", "window"),
+    [("mon:00:00-mon:00:30", (0, 30)), ("tue:01:00-tue:02:30", (1440 + 60, 90)),
+     ("sun:23:30-mon:00:30", (6 * 1440 + 1410, 60))],
+)  # fmt: skip
+def test_a_weekly_window_is_its_start_in_the_week_and_length(
+    text: str, window: tuple[int, int]
+) -> None:
+    assert weekly_window(text) == window
+
+
+@pytest.mark.parametrize(
+    ("text", "part"),
+    [("03:00", "03:00"), ("3:00-04:00", "3:00"), ("03:0-04:00", "03:0"),
+     ("24:00-01:00", "24:00"), ("03:60-04:00", "03:60"), ("0a:00-01:00", "0a:00"),
+     ("03:00-04:0b", "04:0b"), ("03-04:00", "03"), ("03:00-04", "04")],
+)  # fmt: skip
+def test_a_malformed_daily_window_is_refused_naming_the_part(text: str, part: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(part)}$"):
+        daily_window(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "part"),
+    [("mon:03:00", "mon:03:00"), ("xyz:03:00-mon:04:00", "xyz:03:00"),
+     ("mon:03:00-fri:4:00", "4:00"), ("Mon:03:00-mon:04:00", "Mon:03:00")],
+)  # fmt: skip
+def test_a_malformed_weekly_window_is_refused_naming_the_part(text: str, part: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(part)}$"):
+        weekly_window(text)
+
+
+@pytest.mark.parametrize(
+    ("backup", "maintenance"),
+    [("03:00-03:30", "wed:03:30-wed:04:00"), ("04:00-04:30", "wed:03:30-wed:04:00")],
+)
+def test_windows_that_only_touch_do_not_overlap(backup: str, maintenance: str) -> None:
+    assert windows_overlap(daily_window(backup), weekly_window(maintenance)) is False
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1k", 10**3), ("1M", 10**6), ("2G", 2 * 10**9), ("1T", 10**12), ("1Ki", 2**10),
+     ("3Gi", 3 * 2**30), ("1Ti", 2**40), ("1.5Mi", 3 * 2**19), ("0", 0)],
+)  # fmt: skip
+def test_every_quantity_suffix_is_read(text: str, value: int) -> None:
+    assert quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "1.5.2", "1m5", "1mi", "-1", ".5", "1 Gi", "1Gb"])
+def test_what_is_not_a_quantity_is_refused_in_words(text: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(f'not {QUANTITY_SHAPE}')}$"):
+        quantity(text)
+
+
+def test_repeated_entries_are_listed_once_in_order_of_their_second_appearance() -> None:
+    assert repeated(["a", "b", "c", "b", "a", "a", "b"]) == ["b", "a"]
+    assert repeated(["x", "y"]) == []
+    assert repeated(["Ops@example.com", "ops@example.com", "OPS@example.com"],
+                    key=str.lower) == ["ops@example.com", "OPS@example.com"]  # fmt: skip
+
+
+def test_a_path_error_names_its_key_and_value() -> None:
+    error = PathError("cpuRequest", "2", "must not exceed cpuLimit (1)")
+    assert (error.key, error.value, str(error)) == (
+        "cpuRequest",
+        "2",
+        "must not exceed cpuLimit (1)",
+    )

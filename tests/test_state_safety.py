@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ import pytest
 
 from infra.state_safety import (
     SNAPSHOT,
+    BadSnapshot,
     alias_urns,
+    cluster_of,
     main,
     problems,
     read_snapshot,
@@ -163,3 +166,196 @@ def test_an_invalid_stack_file_exits_2_with_one_line_per_problem(
     assert any(says in line for line in lines), lines
     assert all(line.startswith("error: stack broken: ") for line in lines)
     assert "Traceback" not in captured.err
+
+
+# Each part on its own, on small hand-written previews: the lines word for word.
+DB_URN = "urn:pulumi:s::p::a:b:Outer$aws:rds/instance:Instance::db"
+KEY_URN = "urn:pulumi:s::p::aws:kms/key:Key::key"
+
+
+def _resource(type_: str, name: str, **more: Any) -> dict[str, Any]:
+    return {"urn": f"urn:pulumi:s::p::{type_}::{name}", "type": type_, "name": name, **more}
+
+
+def test_a_vanished_urn_is_one_line_naming_the_resource_its_type_and_the_fix() -> None:
+    preview = {"project": "p", "resources": [_resource("aws:kms/key:Key", "key")]}
+    assert problems("s", [DB_URN, KEY_URN, "urn:pulumi:s::p::aws:sns/topic:Topic::a"], preview) == [
+        f"stack s: db (aws:rds/instance:Instance) would be deleted or replaced: its URN {DB_URN} "
+        "is gone and no resource has an alias to it. Add `aliases=[pulumi.Alias(...)]` to the "
+        "renamed resource, or, if the change is meant, run `make state-snapshot`.",
+        "stack s: a (aws:sns/topic:Topic) would be deleted or replaced: its URN "
+        "urn:pulumi:s::p::aws:sns/topic:Topic::a is gone and no resource has an alias to it. Add "
+        "`aliases=[pulumi.Alias(...)]` to the renamed resource, or, if the change is meant, run "
+        "`make state-snapshot`.",
+    ]
+
+
+def test_an_alias_in_the_checked_stack_and_project_covers_a_vanished_urn() -> None:
+    renamed = _resource("aws:kms/key:Key", "new-key", aliases=[{"spec": {"name": "key"}}])
+    preview = {"project": "p", "resources": [renamed]}
+    assert problems("s", [KEY_URN], preview) == []
+    assert problems("other", [KEY_URN], preview) != []
+    assert problems("s", [KEY_URN], {"project": "q", "resources": [renamed]}) != []
+
+
+def test_an_alias_spec_may_change_stack_project_type_and_name() -> None:
+    parent = "urn:pulumi:s::p::a:b:Outer::outer"
+    resource = {"type": "aws:sns/topic:Topic", "name": "t", "parent": parent, "aliases": [
+        {"spec": {"stack": "old", "project": "oldp", "type": "aws:sns/oldTopic:Topic",
+                  "name": "t0"}},
+        {"spec": {"parentUrn": ""}},
+        {"urn": "", "spec": {"name": "t1"}},
+        {},
+    ]}  # fmt: skip
+    assert alias_urns(resource, "s", "p") == {
+        "urn:pulumi:old::oldp::a:b:Outer$aws:sns/oldTopic:Topic::t0",
+        "urn:pulumi:s::p::a:b:Outer$aws:sns/topic:Topic::t",
+        "urn:pulumi:s::p::a:b:Outer$aws:sns/topic:Topic::t1",
+    }
+    assert alias_urns({"type": "t", "name": "n"}, "s", "p") == set()
+    assert alias_urns({"type": "t", "name": "n", "aliases": None}, "s", "p") == set()
+
+
+def test_a_new_stateful_resource_is_named_until_it_is_recorded() -> None:
+    preview = {"resources": [
+        _resource("aws:sns/topic:Topic", "b"), _resource("aws:kms/key:Key", "key"),
+        _resource("aws:sns/topic:Topic", "a"), _resource("aws:iam/role:Role", "stateless"),
+    ]}  # fmt: skip
+    assert unrecorded("s", [KEY_URN], preview) == [
+        f"stack s: new stateful resource urn:pulumi:s::p::aws:sns/topic:Topic::{n} is not in "
+        "stateful-urns.json; run `make state-snapshot` to record it"
+        for n in ("a", "b")
+    ]
+    assert stateful_urns(preview) == sorted(
+        f"urn:pulumi:s::p::{t}::{n}"
+        for t, n in (("aws:sns/topic:Topic", "a"), ("aws:sns/topic:Topic", "b"),
+                     ("aws:kms/key:Key", "key"))
+    )  # fmt: skip
+
+
+def _on_cluster(cluster: str | None) -> dict[str, Any]:
+    provider = [_resource("pulumi:providers:kubernetes", "k8s",
+                          inputs={"clusterIdentifier": cluster})]  # fmt: skip
+    return {"resources": [_resource("aws:kms/key:Key", "key", inputs={}), *(
+        provider if cluster else [])]}  # fmt: skip
+
+
+def test_a_throwaway_stack_names_every_stack_whose_cluster_it_shares() -> None:
+    recorded = {"staging": _on_cluster("shared"), "dev": _on_cluster("shared"),
+                "prod": _on_cluster("prod")}  # fmt: skip
+    notes, found = throwaway("pr-1", _on_cluster("shared"), recorded)
+    assert notes == []
+    assert len(found) == 1
+    assert "shares the Kubernetes cluster shared with dev, staging, whose" in found[0]
+    assert throwaway("pr-1", _on_cluster("own"), recorded)[1] == []
+
+
+def test_a_missing_snapshot_is_empty_and_an_unreadable_one_says_why(tmp_path: Path) -> None:
+    assert read_snapshot(tmp_path / "none.json") == {}
+    with pytest.raises(BadSnapshot, match=f"^{re.escape(str(tmp_path))}: Is a directory$"):
+        read_snapshot(tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"dev": [1]}')
+    expected = (
+        "expected an object of stack name -> list of URNs; rewrite it with `make state-snapshot`"
+    )
+    with pytest.raises(BadSnapshot, match=f"{re.escape(expected)}$"):
+        read_snapshot(bad)
+    bad.write_text("{")
+    with pytest.raises(BadSnapshot, match=r": not JSON \(Expecting"):
+        read_snapshot(bad)
+
+
+@pytest.fixture
+def cached_previews(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() over the repository stacks' previews, run once per test process."""
+    monkeypatch.setattr(
+        "infra.state_safety._previews",
+        lambda _dir, stacks: {s: _preview(s) for s in stacks},  # pyright: ignore[reportUnknownLambdaType]
+    )
+
+
+@pytest.mark.usefixtures("cached_previews")
+def test_the_command_writes_the_snapshot_as_committed_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snapshot = tmp_path / "new" / "dir" / "stateful-urns.json"
+    assert main(["--update", "--snapshot", str(snapshot)]) == 0
+    assert snapshot.read_text(encoding="utf-8") == SNAPSHOT.read_text(encoding="utf-8")
+    total = sum(map(len, read_snapshot().values()))
+    assert capsys.readouterr().out == f"wrote {snapshot}: {total} stateful URNs\n"
+    assert main(["--snapshot", str(snapshot)]) == 0
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("state safety: every stateful URN is unchanged\n", "")
+
+
+@pytest.mark.usefixtures("cached_previews")
+def test_the_command_fails_on_a_vanished_urn_and_a_new_one_and_notes_a_throwaway_stack(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded = read_snapshot()
+    gone = recorded["dev"].pop(0)
+    recorded["prod"].append(KEY_URN)
+    del recorded["staging"]
+    snapshot = tmp_path / "stateful-urns.json"
+    snapshot.write_text(json.dumps(recorded))
+    assert main(["--snapshot", str(snapshot)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        "note: stack staging: a throwaway stack (not in stateful-urns.json) in its own cluster "
+        "analytics-staging: its URNs are not checked",
+        "state safety: FAILED",
+    ]
+    assert captured.err.splitlines() == [
+        f"error: stack dev: new stateful resource {gone} is not in stateful-urns.json; run "
+        "`make state-snapshot` to record it",
+        *(f"error: {line}" for line in problems("prod", [KEY_URN], {"project": "p",
+                                                                   "resources": []})),
+    ]  # fmt: skip
+
+
+def test_a_program_failure_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail(*_: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr("infra.state_safety._previews", fail)
+    assert main(["--snapshot", str(SNAPSHOT)]) == 1
+    assert capsys.readouterr().err == "error: the program failed: KeyError: 'boom'\n"
+
+
+def test_a_stack_without_a_kubernetes_provider_has_no_cluster() -> None:
+    assert cluster_of({"resources": [_resource("aws:kms/key:Key", "key", inputs={})]}) is None
+    assert cluster_of(_on_cluster("analytics-dev")) == "analytics-dev"
+
+
+@pytest.mark.usefixtures("cached_previews")
+def test_updating_rewrites_even_a_malformed_snapshot(tmp_path: Path) -> None:
+    snapshot = tmp_path / "stateful-urns.json"
+    snapshot.write_text("{not json")
+    assert main(["--update", "--snapshot", str(snapshot)]) == 0
+    assert read_snapshot(snapshot) == read_snapshot()
+
+
+def test_the_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m infra.state_safety [-h] [--update]")
+    assert "--update             rewrite the snapshot" in out
+
+
+def test_every_alias_counts_not_only_those_before_a_urn() -> None:
+    resource = {"type": "aws:kms/key:Key", "name": "k", "aliases": [
+        {"urn": KEY_URN}, {"spec": {"name": "older"}}]}  # fmt: skip
+    assert alias_urns(resource, "s", "p") == {KEY_URN, "urn:pulumi:s::p::aws:kms/key:Key::older"}
+
+
+@pytest.mark.usefixtures("cached_previews")
+def test_the_command_checks_the_committed_snapshot_by_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([]) == 0
+    assert capsys.readouterr().out == "state safety: every stateful URN is unchanged\n"

@@ -19,7 +19,7 @@ def _encrypted(args: ResourceValidationArgs) -> Iterable[str]:
     if props.get("storageEncrypted") is not True:
         yield "storageEncrypted is not true"
     key = props.get("kmsKeyId")
-    if not key or str(key).endswith(("alias/aws/rds", ":alias/aws/rds")):
+    if not key or str(key).endswith("alias/aws/rds"):
         yield "kmsKeyId is not a customer-managed key (it is unset or the AWS-managed aws/rds key)"
 
 
