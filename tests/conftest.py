@@ -88,6 +88,13 @@ def run_stack() -> RunStack:
     return run
 
 
+def once_per_module(fixture_name: str, config: pytest.Config) -> str:
+    """A fixture scope: the module's, except under mutmut, where each test makes its own (see
+    `unchanged_run`: mutmut gives a mutant only the tests that called it)."""
+    del fixture_name, config
+    return "function" if os.environ.get("MUTANT_UNDER_TEST") else "module"
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """A cached run lives for one test session, not one process. mutmut runs its first pass on the
     unmutated code and then forks each mutant's session from that same process; a run cached
@@ -97,7 +104,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def unchanged_run(stack: str) -> ProgramRun:
-    """A copy of the repository stack's run, made once per test process."""
+    """A copy of the repository stack's run, made once per test process.
+
+    Not under mutmut (which sets MUTANT_UNDER_TEST): it picks a mutant's tests by which ones
+    called the mutated function in its first pass, and a test handed a cached run calls none,
+    so every test but the first would be left out and the mutants would survive unchecked."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        config, secret_keys = stack_config(stack)
+        return run_program(ROOT / "infra", PROJECT, stack, config, secret_keys, mocks=FakeCloud())
     if stack not in _UNCHANGED_RUNS:
         config, secret_keys = stack_config(stack)
         _UNCHANGED_RUNS[stack] = run_program(

@@ -158,3 +158,32 @@ def test_a_sampled_report_counts_only_the_drawn_mutants(
     assert "x_key_policy__mutmut_8`" not in text  # a survivor, but not drawn
     assert main(["--mutants", str(tmp_path), "--sample", str(sample), "--fail-under", "80"]) == 1
     assert main(["--mutants", str(tmp_path), "--sample", str(tmp_path / "none.txt")]) == 2
+
+
+def test_under_mutmut_every_test_runs_the_program_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mutmut 3 runs for each mutant only the tests that called the mutated function in its
+    first pass (mutmut README, "test selection"; runners/harness.py records the calls per
+    test). A test handed a cached stack run calls no component function, so under mutmut
+    (MUTANT_UNDER_TEST set) nothing is cached."""
+    import tests.conftest as harness
+
+    monkeypatch.setattr(harness, "_UNCHANGED_RUNS", {})
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "stats")
+    first, second = harness.unchanged_run("dev"), harness.unchanged_run("dev")
+    assert harness._UNCHANGED_RUNS == {}
+    assert first is not second
+    assert first.to_json() == second.to_json()
+
+
+@pytest.mark.parametrize(("mutmut", "scope"), [(None, "module"), ("stats", "function")])
+def test_a_shared_fixture_is_made_per_test_under_mutmut(
+    monkeypatch: pytest.MonkeyPatch, mutmut: str | None, scope: str
+) -> None:
+    """The same test selection as above, for fixtures shared by a module's tests."""
+    from tests.conftest import once_per_module
+
+    if mutmut is None:
+        monkeypatch.delenv("MUTANT_UNDER_TEST", raising=False)
+    else:
+        monkeypatch.setenv("MUTANT_UNDER_TEST", mutmut)
+    assert once_per_module("overridden", None) == scope  # type: ignore[arg-type]

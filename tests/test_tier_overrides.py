@@ -16,7 +16,7 @@ import pytest
 
 from infra.mock_engine import FakeCloud, ProgramRun, run_program
 from infra.tiers import TIERS
-from tests.conftest import PROJECT, ROOT, stack_config, stack_yaml
+from tests.conftest import PROJECT, ROOT, once_per_module, stack_config, stack_yaml
 from tests.test_monitoring import GIB, SERVICE, alarms
 
 DB = "aws:rds/instance:Instance"
@@ -167,7 +167,7 @@ def test_every_tier_default_has_an_override_case() -> None:
         assert value != default, path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=once_per_module)
 def overridden() -> ProgramRun:
     """One run for every case: the dev stack with every tier default overridden."""
     image = {**stack_yaml("dev")["config"][f"{PROJECT}:image"], **OVERRIDES["image"]}
