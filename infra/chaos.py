@@ -30,8 +30,9 @@ through an ephemeral container in the target pod, and that "FIS can only monitor
 fault injection when the securityContext of the target Pods is set to readOnlyRootFilesystem:
 false. Without this configuration, all EKS Pod actions will fail" (Limitations). pod-delete
 injects nothing into the target pod: the FIS pod deletes it through the API. The platform's
-pods keep `readOnlyRootFilesystem: true`. UNVERIFIED: the documents do not settle it, and
-the first staging run is the check (README, Chaos experiments), and if FIS ever refuses pod-delete for it, the experiment goes, not the hardening.
+pods keep `readOnlyRootFilesystem: true`. UNVERIFIED: the documents do not settle it; the
+first staging run is the check (README, Chaos experiments), and if FIS ever refuses pod-delete
+for it, the experiment goes, not the hardening.
 
 What FIS cannot do here without weakening the pods: API latency or errors.
 `aws:eks:pod-network-latency` (and -packet-loss, -blackhole-port) is "only compatible with the
