@@ -23,12 +23,11 @@ import pulumi_kubernetes as k8s
 
 from infra.component import PlatformComponent, StackContext
 from infra.database_access import (
-    POD_IDENTITY_AGENT_IPS,
-    POD_IDENTITY_AGENT_PORT,
     ClusterIdentity,
     DatabaseAccess,
     DatabaseConnection,
     PodSecurity,
+    aws_client_egress,
     database_user,
     pod_identity_env,
     pod_identity_mount,
@@ -452,20 +451,8 @@ class BlueGreenService(PlatformComponent):
                     k8s.networking.v1.NetworkPolicyIngressRuleArgs(ports=[port(self.settings.port)])
                 ],
                 egress=[
-                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(
-                        ports=[port(53, "UDP"), port(53, "TCP")]
-                    ),
+                    *aws_client_egress(),
                     k8s.networking.v1.NetworkPolicyEgressRuleArgs(ports=[port(database.port)]),
-                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(ports=[port(443)]),
-                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(
-                        to=[
-                            k8s.networking.v1.NetworkPolicyPeerArgs(
-                                ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr)
-                            )
-                            for cidr in POD_IDENTITY_AGENT_IPS
-                        ],
-                        ports=[port(POD_IDENTITY_AGENT_PORT)],
-                    ),
                     k8s.networking.v1.NetworkPolicyEgressRuleArgs(
                         to=[
                             k8s.networking.v1.NetworkPolicyPeerArgs(

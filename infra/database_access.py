@@ -344,3 +344,25 @@ class DatabaseAccess(PlatformComponent):
                 ),
             ),
         )
+
+
+def aws_client_egress() -> list[k8s.networking.v1.NetworkPolicyEgressRuleArgs]:
+    """What a pod that calls AWS with Pod Identity credentials sends out: DNS (UDP and TCP),
+    HTTPS to the AWS APIs, and the node's Pod Identity agent for its credentials."""
+
+    def port(number: int, protocol: str = "TCP") -> k8s.networking.v1.NetworkPolicyPortArgs:
+        return k8s.networking.v1.NetworkPolicyPortArgs(port=number, protocol=protocol)
+
+    return [
+        k8s.networking.v1.NetworkPolicyEgressRuleArgs(ports=[port(53, "UDP"), port(53, "TCP")]),
+        k8s.networking.v1.NetworkPolicyEgressRuleArgs(ports=[port(443)]),
+        k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+            to=[
+                k8s.networking.v1.NetworkPolicyPeerArgs(
+                    ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr)
+                )
+                for cidr in POD_IDENTITY_AGENT_IPS
+            ],
+            ports=[port(POD_IDENTITY_AGENT_PORT)],
+        ),
+    ]

@@ -32,9 +32,8 @@ import yaml
 
 from infra.component import PlatformComponent, StackContext
 from infra.database_access import (
-    POD_IDENTITY_AGENT_IPS,
-    POD_IDENTITY_AGENT_PORT,
     ClusterIdentity,
+    aws_client_egress,
     pod_identity_env,
     pod_identity_mount,
     pod_identity_role,
@@ -390,21 +389,7 @@ class TraceCollector(PlatformComponent):
                         ports=[port(OTLP_HTTP_PORT)],
                     )
                 ],
-                egress=[
-                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(
-                        ports=[port(53, "UDP"), port(53, "TCP")]
-                    ),
-                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(ports=[port(443)]),
-                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(
-                        to=[
-                            k8s.networking.v1.NetworkPolicyPeerArgs(
-                                ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr)
-                            )
-                            for cidr in POD_IDENTITY_AGENT_IPS
-                        ],
-                        ports=[port(POD_IDENTITY_AGENT_PORT)],
-                    ),
-                ],
+                egress=aws_client_egress(),
             ),
             opts=opts,
         )

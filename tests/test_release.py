@@ -211,27 +211,17 @@ def test_deploy_then_promote_ends_with_the_new_version_active(cluster: FakeClust
         assert all(u in h.stack.state for u in targets)
 
 
-def test_a_switch_in_a_stack_without_experiments_stays_targeted(cluster: FakeCluster) -> None:
-    """prod has no chaos templates unless `chaos.enabled` (infra/tiers.py): the switch targets
-    no template and never turns into a whole update for the want of one."""
-    h = Harness(cluster, "prod")
-    assert not [u for u in h.stack.state if u.endswith("::chaos-pod-delete")]
-    assert h.deploy() == 0
-    assert h.promote() == 0
-    for targets in h.stack.ups[1:]:
-        assert targets is not None
-        assert not [u for u in targets if "chaos" in u]
-
-
-def test_a_switch_where_experiments_exist_but_no_pod_delete_stays_targeted(
-    cluster: FakeCluster,
+@pytest.mark.parametrize(("stack", "has_chaos"), [("prod", False), ("dev", True)])
+def test_a_switch_in_a_stack_without_a_pod_delete_template_stays_targeted(
+    cluster: FakeCluster, stack: str, has_chaos: bool
 ) -> None:
-    """dev has its chaos component but no pod-delete (one pod per color, infra/chaos.py): the
-    switch targets no template, and a targeted update "skips creates of resources that are not
+    """prod has no chaos templates unless `chaos.enabled` (infra/tiers.py); dev has its chaos
+    component but no pod-delete (one pod per color, infra/chaos.py). Either way the switch
+    targets no template, and a targeted update "skips creates of resources that are not
     targeted" (Pulumi, `pulumi up --target`), so none is asked for and no whole update is
-    forced. The next whole update creates it, with the then active color, if it ever applies."""
-    h = Harness(cluster, "dev")
-    assert [u for u in h.stack.state if u.endswith("::chaos")]
+    forced; the next whole update creates it, with the then active color, if it ever applies."""
+    h = Harness(cluster, stack)
+    assert bool([u for u in h.stack.state if u.endswith("::chaos")]) is has_chaos
     assert not [u for u in h.stack.state if u.endswith("::chaos-pod-delete")]
     assert h.deploy() == 0
     assert h.promote() == 0
