@@ -1402,10 +1402,10 @@ def test_a_tier_that_requires_multi_az_names_itself(
     previews: Callable[[str], Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The Multi-AZ rule follows the tier table, and its message says which tier asked."""
+    doc = previews("staging")  # the program's own check would refuse the patched tier
     staging = TIERS["staging"]
     policy = staging.policy.model_copy(update={"require_multi_az": True})
     monkeypatch.setitem(TIERS, "staging", staging.model_copy(update={"policy": policy}))
-    doc = previews("staging")
     inputs(doc, DB).update(multiAz=False)
     fired = check(doc, [BY_NAME["rds-multi-az-in-prod"]])
     assert [v.message for v in fired] == ["a staging database must be Multi-AZ (multiAz: true)"]
@@ -1414,10 +1414,10 @@ def test_a_tier_that_requires_multi_az_names_itself(
 def test_a_tier_that_requires_protect_names_itself(
     previews: Callable[[str], Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    doc = previews("staging")  # the program's own check would refuse the patched tier
     staging = TIERS["staging"]
     policy = staging.policy.model_copy(update={"require_protect": True})
     monkeypatch.setitem(TIERS, "staging", staging.model_copy(update={"policy": policy}))
-    doc = previews("staging")
     topic = find(doc, TOPIC)
     topic.update(protect=False)
     fired = check(doc, [BY_NAME["protect-stateful-in-prod"]])
