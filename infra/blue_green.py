@@ -378,25 +378,7 @@ class BlueGreenService(PlatformComponent):
 
     def _pod_security(self) -> PodSecurity:
         """Non-root, read-only, no privileges: the Deployments' pods and the bootstrap Job's."""
-        seccomp = k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")
-        return PodSecurity(
-            pod=k8s.core.v1.PodSecurityContextArgs(
-                run_as_non_root=True,
-                run_as_user=APP_UID,
-                run_as_group=APP_UID,
-                fs_group=APP_UID,
-                seccomp_profile=seccomp,
-            ),
-            container=k8s.core.v1.SecurityContextArgs(
-                run_as_non_root=True,
-                run_as_user=APP_UID,
-                run_as_group=APP_UID,
-                read_only_root_filesystem=True,
-                allow_privilege_escalation=False,
-                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-                seccomp_profile=seccomp,
-            ),
-        )
+        return PodSecurity.hardened(APP_UID)
 
     def _scrape_annotations(self) -> dict[str, str] | None:
         """The `prometheus.io/*` convention, for Prometheus without the operator."""

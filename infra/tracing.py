@@ -33,6 +33,7 @@ import yaml
 from infra.component import PlatformComponent, StackContext
 from infra.database_access import (
     ClusterIdentity,
+    PodSecurity,
     aws_client_egress,
     pod_identity_env,
     pod_identity_mount,
@@ -252,7 +253,7 @@ class TraceCollector(PlatformComponent):
         )
 
     def _deployment_spec(self, config_text: str) -> k8s.apps.v1.DeploymentSpecArgs:
-        seccomp = k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")
+        security = PodSecurity.hardened(COLLECTOR_UID)
         health = k8s.core.v1.HTTPGetActionArgs(path="/", port="health")
         return k8s.apps.v1.DeploymentSpecArgs(
             # No HPA: the count is the setting's, and an apply keeps it.
@@ -275,13 +276,7 @@ class TraceCollector(PlatformComponent):
                 spec=k8s.core.v1.PodSpecArgs(
                     service_account_name=COLLECTOR,
                     automount_service_account_token=False,
-                    security_context=k8s.core.v1.PodSecurityContextArgs(
-                        run_as_non_root=True,
-                        run_as_user=COLLECTOR_UID,
-                        run_as_group=COLLECTOR_UID,
-                        fs_group=COLLECTOR_UID,
-                        seccomp_profile=seccomp,
-                    ),
+                    security_context=security.pod,
                     topology_spread_constraints=[
                         k8s.core.v1.TopologySpreadConstraintArgs(
                             max_skew=1,
@@ -328,15 +323,7 @@ class TraceCollector(PlatformComponent):
                                 requests={"cpu": "100m", "memory": "256Mi"},
                                 limits={"cpu": "1", "memory": "512Mi"},
                             ),
-                            security_context=k8s.core.v1.SecurityContextArgs(
-                                run_as_non_root=True,
-                                run_as_user=COLLECTOR_UID,
-                                run_as_group=COLLECTOR_UID,
-                                read_only_root_filesystem=True,
-                                allow_privilege_escalation=False,
-                                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-                                seccomp_profile=seccomp,
-                            ),
+                            security_context=security.container,
                             volume_mounts=[
                                 k8s.core.v1.VolumeMountArgs(
                                     name="config", mount_path=CONFIG_DIR, read_only=True
