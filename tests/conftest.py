@@ -11,14 +11,15 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
 
 from infra.mock_engine import FAKE_ACCOUNT_ID, FakeCloud, ProgramRun, run_program
+from infra.settings import IMAGE_TAG_VARIABLE
 from infra.stackfiles import load_stack_config, to_config_string
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +27,11 @@ PROJECT = "analytics-platform"
 STACKS = ("dev", "staging", "prod")
 
 RunStack = Callable[..., ProgramRun]
+T = TypeVar("T")
 # What CI passes a build as its tag (deploy.yml: IMAGE_TAG from github.sha); the tests run the
 # program as CI does.
 CI_COMMIT = "5e0c3b7a9d1f2468ace0b2d4f6a8c0e2b4d6f8a1"
-os.environ["IMAGE_TAG"] = CI_COMMIT
+os.environ[IMAGE_TAG_VARIABLE] = CI_COMMIT
 
 
 def full_key(key: str) -> str:
@@ -57,17 +59,62 @@ def stack_config(
     return config, secret_keys
 
 
-# A repository stack run as it is, once per test process: the program is deterministic, so
-# every test that needs the unchanged stack gets a copy of the same run.
-_UNCHANGED_RUNS: dict[str, ProgramRun] = {}
+# Program runs shared within one test session, by what they were run from: the program is
+# deterministic, so every test that needs the same run gets a copy of one. Each entry keeps the
+# functions mutmut saw the run reach (see `shared`).
+_SHARED_RUNS: dict[Hashable, tuple[Any, frozenset[str]]] = {}
+
+
+def _mutmut_first_pass() -> bool:
+    """mutmut's first pass (mutmut 3.8.1, mutation/trampoline.py: MUTANT_UNDER_TEST=stats), in
+    which it records, per test, every mutated function the test reaches."""
+    return os.environ.get("MUTANT_UNDER_TEST") == "stats"
+
+
+def shared(key: Hashable, make: Callable[[], T]) -> T:
+    """A deep copy of `make()`'s result, made once per test session for `key`.
+
+    mutmut 3 runs for each mutant only the tests that reached the mutated function in its first
+    pass (runners/harness.py: the functions a test's trampolines recorded in `state()._stats` by
+    its teardown). A test handed a shared run reaches nothing itself, so in the first pass the
+    functions `make` reached are recorded with the run and recorded again for every test that
+    gets it: each test is selected for exactly the mutants it would reach running the program
+    itself. A mutant's own session runs the mutated program (a fresh session, see
+    `pytest_sessionstart`), so sharing there hands every test the mutant's resources."""
+    if key not in _SHARED_RUNS:
+        _SHARED_RUNS[key] = _recording(make)
+    value, reached = _SHARED_RUNS[key]
+    if reached:
+        from mutmut.state import state
+
+        state()._stats.update(reached)
+    return copy.deepcopy(value)
+
+
+def _recording(make: Callable[[], T]) -> tuple[T, frozenset[str]]:
+    if not _mutmut_first_pass():
+        return make(), frozenset()
+    from mutmut.state import state
+
+    before, state()._stats = state()._stats, set()
+    try:
+        value = make()
+    finally:
+        # A run that raises (a refused config) still reached what it reached.
+        reached = state()._stats
+        state()._stats = before | reached
+    return value, frozenset(reached)
 
 
 @pytest.fixture
 def run_stack() -> RunStack:
     """Runs a repository stack, optionally with config changed; see `stack_config`.
 
-    Each changed run is fresh (new event loop, new mocks). The unchanged stacks are run once
-    and handed out as deep copies, so a test can never see another test's changes.
+    A run is shared (`shared`) by every test that asks for the same stack name, config and
+    IMAGE_TAG (the one environment variable the program reads) in a session, and handed out as
+    a deep copy, so a test can never see another test's changes. A run against a test's own
+    fake cloud is always fresh (new event loop, new mocks), and so is one that fails. A test
+    that patches the program's own modules calls `run_program` itself.
     """
 
     def run(
@@ -78,46 +125,38 @@ def run_stack() -> RunStack:
         name: str | None = None,
         cloud: FakeCloud | None = None,
     ) -> ProgramRun:
-        if not (overrides or remove or secrets or name or cloud):
-            return unchanged_run(stack)
         config, secret_keys = stack_config(stack, overrides, remove, secrets)
-        return run_program(
-            ROOT / "infra", PROJECT, name or stack, config, secret_keys, mocks=cloud or FakeCloud()
-        )
+        if cloud is not None:
+            return run_program(ROOT / "infra", PROJECT, name or stack, config, secret_keys, cloud)
+        return shared_program_run(name or stack, config, secret_keys)
 
     return run
 
 
-def once_per_module(fixture_name: str, config: pytest.Config) -> str:
-    """A fixture scope: the module's, except under mutmut, where each test makes its own (see
-    `unchanged_run`: mutmut gives a mutant only the tests that called it)."""
-    del fixture_name, config
-    return "function" if os.environ.get("MUTANT_UNDER_TEST") else "module"
+def shared_program_run(
+    stack: str, config: Mapping[str, str], secret_keys: Iterable[str]
+) -> ProgramRun:
+    """The program's run for this stack name and config, against a new fake cloud, shared."""
+    config, secret_keys = dict(config), sorted(secret_keys)
+    image_tag = os.environ.get(IMAGE_TAG_VARIABLE)
+    key = ("run", stack, json.dumps(config, sort_keys=True), tuple(secret_keys), image_tag)
+    return shared(
+        key,
+        lambda: run_program(ROOT / "infra", PROJECT, stack, config, secret_keys, mocks=FakeCloud()),
+    )
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """A cached run lives for one test session, not one process. mutmut runs its first pass on the
-    unmutated code and then forks each mutant's session from that same process; a run cached
+    """A shared run lives for one test session, not one process. mutmut runs its first pass on the
+    unmutated code and then forks each mutant's session from that same process; a run kept from
     then would hand every mutant the unmutated program's resources, and hide it."""
     del session
-    _UNCHANGED_RUNS.clear()
+    _SHARED_RUNS.clear()
 
 
 def unchanged_run(stack: str) -> ProgramRun:
-    """A copy of the repository stack's run, made once per test process.
-
-    Not under mutmut (which sets MUTANT_UNDER_TEST): it picks a mutant's tests by which ones
-    called the mutated function in its first pass, and a test handed a cached run calls none,
-    so every test but the first would be left out and the mutants would survive unchecked."""
-    if os.environ.get("MUTANT_UNDER_TEST"):
-        config, secret_keys = stack_config(stack)
-        return run_program(ROOT / "infra", PROJECT, stack, config, secret_keys, mocks=FakeCloud())
-    if stack not in _UNCHANGED_RUNS:
-        config, secret_keys = stack_config(stack)
-        _UNCHANGED_RUNS[stack] = run_program(
-            ROOT / "infra", PROJECT, stack, config, secret_keys, mocks=FakeCloud()
-        )
-    return copy.deepcopy(_UNCHANGED_RUNS[stack])
+    """A copy of the repository stack's run as it is, shared within the test session."""
+    return shared_program_run(stack, *stack_config(stack))
 
 
 @pytest.fixture

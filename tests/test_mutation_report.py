@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,9 +100,9 @@ def test_a_stack_run_cached_by_one_session_is_not_handed_to_the_next() -> None:
     probe = (
         "import sys, pytest\n"
         "import tests.conftest as harness\n"
-        "harness._UNCHANGED_RUNS['dev'] = 'left by an earlier session'\n"
+        "harness._SHARED_RUNS['dev'] = ('left by an earlier session', frozenset())\n"
         f"code = pytest.main(['-q', '-p', 'no:xdist', '-p', 'no:cacheprovider', {target!r}])\n"
-        "sys.exit(10 + int(code) if code else (3 if harness._UNCHANGED_RUNS else 0))\n"
+        "sys.exit(10 + int(code) if code else (3 if harness._SHARED_RUNS else 0))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False
@@ -160,30 +162,103 @@ def test_a_sampled_report_counts_only_the_drawn_mutants(
     assert main(["--mutants", str(tmp_path), "--sample", str(tmp_path / "none.txt")]) == 2
 
 
-def test_under_mutmut_every_test_runs_the_program_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    """mutmut 3 runs for each mutant only the tests that called the mutated function in its
-    first pass (mutmut README, "test selection"; runners/harness.py records the calls per
-    test). A test handed a cached stack run calls no component function, so under mutmut
-    (MUTANT_UNDER_TEST set) nothing is cached."""
+def test_in_mutmuts_first_pass_a_shared_run_counts_for_every_test_that_gets_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """mutmut 3 runs for each mutant only the tests that reached the mutated function in its
+    first pass (MUTANT_UNDER_TEST=stats; runners/harness.py files `state()._stats` under the
+    test at its teardown, then clears it). A test handed a shared run reaches nothing itself,
+    so the functions the run reached are filed again under every test that gets it."""
+    from mutmut.state import state
+
     import tests.conftest as harness
 
-    monkeypatch.setattr(harness, "_UNCHANGED_RUNS", {})
+    monkeypatch.setattr(harness, "_SHARED_RUNS", {})
     monkeypatch.setenv("MUTANT_UNDER_TEST", "stats")
-    first, second = harness.unchanged_run("dev"), harness.unchanged_run("dev")
-    assert harness._UNCHANGED_RUNS == {}
-    assert first is not second
-    assert first.to_json() == second.to_json()
+    monkeypatch.setattr(state(), "_stats", {"infra.settings.x_load"})  # reached before the run
+    made: list[int] = []
+
+    def make() -> list[int]:
+        made.append(1)
+        state()._stats.add("infra.monitoring.x_alarm")
+        return made
+
+    assert harness.shared("k", make) == [1]
+    assert state()._stats == {"infra.settings.x_load", "infra.monitoring.x_alarm"}
+    state()._stats.clear()  # the next test
+    assert harness.shared("k", make) == [1]
+    assert made == [1]  # shared, not run again
+    assert state()._stats == {"infra.monitoring.x_alarm"}
+    state()._stats.clear()
+    harness.shared("other", lambda: None)
+    assert state()._stats == set()
 
 
-@pytest.mark.parametrize(("mutmut", "scope"), [(None, "module"), ("stats", "function")])
-def test_a_shared_fixture_is_made_per_test_under_mutmut(
-    monkeypatch: pytest.MonkeyPatch, mutmut: str | None, scope: str
+def test_in_mutmuts_first_pass_a_run_that_fails_still_counts(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The same test selection as above, for fixtures shared by a module's tests."""
-    from tests.conftest import once_per_module
+    """A refused config raises inside the program; what it reached before must still select the
+    test (the test asserts the refusal)."""
+    from mutmut.state import state
 
-    if mutmut is None:
-        monkeypatch.delenv("MUTANT_UNDER_TEST", raising=False)
-    else:
-        monkeypatch.setenv("MUTANT_UNDER_TEST", mutmut)
-    assert once_per_module("overridden", None) == scope  # type: ignore[arg-type]
+    import tests.conftest as harness
+
+    monkeypatch.setattr(harness, "_SHARED_RUNS", {})
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "stats")
+    monkeypatch.setattr(state(), "_stats", set())
+
+    def refuse() -> None:
+        state()._stats.add("infra.settings.x_validate")
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        harness.shared("bad", refuse)
+    assert state()._stats == {"infra.settings.x_validate"}
+    assert harness._SHARED_RUNS == {}  # not kept: the next test runs it again
+
+
+@pytest.mark.parametrize("mutant", ["", "infra.monitoring.x_alarm__mutmut_3"])
+def test_outside_the_first_pass_a_run_is_made_once_and_handed_out_as_copies(
+    monkeypatch: pytest.MonkeyPatch, mutant: str
+) -> None:
+    """A mutant's own session (a fresh session: `pytest_sessionstart` drops what was shared)
+    runs the mutated program once per config; each test gets its own copy."""
+    import tests.conftest as harness
+
+    monkeypatch.setattr(harness, "_SHARED_RUNS", {})
+    monkeypatch.setenv("MUTANT_UNDER_TEST", mutant)
+    made: list[dict[str, list[int]]] = []
+
+    def make() -> dict[str, list[int]]:
+        made.append({"v": [1]})
+        return made[-1]
+
+    first = harness.shared("k", make)
+    first["v"].append(2)
+    assert harness.shared("k", make) == {"v": [1]}
+    assert len(made) == 1
+
+
+def test_a_shared_stack_run_is_keyed_by_its_config_and_image_tag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The program reads its config and one environment variable, IMAGE_TAG; a run made under
+    another value of either is another run."""
+    import tests.conftest as harness
+
+    monkeypatch.setattr(harness, "_SHARED_RUNS", {})
+    made: list[tuple[str, str | None]] = []
+
+    def run_program(*args: Any, **kwargs: Any) -> int:
+        config = args[3]
+        made.append((config["k"], os.environ.get("IMAGE_TAG")))
+        return len(made)
+
+    monkeypatch.setattr(harness, "run_program", run_program)
+    assert harness.shared_program_run("dev", {"k": "1"}, []) == 1
+    assert harness.shared_program_run("dev", {"k": "1"}, []) == 1
+    assert harness.shared_program_run("dev", {"k": "2"}, []) == 2
+    monkeypatch.setenv("IMAGE_TAG", "abcdef0")
+    assert harness.shared_program_run("dev", {"k": "1"}, []) == 3
+    assert harness.shared_program_run("staging", {"k": "1"}, []) == 4
+    assert made[-1] == ("1", "abcdef0")

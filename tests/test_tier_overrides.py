@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from infra.mock_engine import FakeCloud, ProgramRun, run_program
+from infra.mock_engine import ProgramRun
 from infra.tiers import TIERS
-from tests.conftest import PROJECT, ROOT, once_per_module, stack_config, stack_yaml
+from tests.conftest import PROJECT, shared_program_run, stack_config, stack_yaml
 from tests.test_monitoring import GIB, SERVICE, alarms
 
 DB = "aws:rds/instance:Instance"
@@ -167,12 +167,11 @@ def test_every_tier_default_has_an_override_case() -> None:
         assert value != default, path
 
 
-@pytest.fixture(scope=once_per_module)
+@pytest.fixture
 def overridden() -> ProgramRun:
-    """One run for every case: the dev stack with every tier default overridden."""
+    """One run for every case: the dev stack with every tier default overridden (shared)."""
     image = {**stack_yaml("dev")["config"][f"{PROJECT}:image"], **OVERRIDES["image"]}
-    config, secret_keys = stack_config("dev", {**OVERRIDES, "image": image})
-    return run_program(ROOT / "infra", PROJECT, "dev", config, secret_keys, mocks=FakeCloud())
+    return shared_program_run("dev", *stack_config("dev", {**OVERRIDES, "image": image}))
 
 
 @pytest.mark.parametrize("path", sorted(LANDS))
