@@ -49,13 +49,13 @@ bench: $(STAMP)
 # mutation.yml runs that. A scoped run names the mutants and, to keep mutmut's first pass (every
 # selected test once, recording which reach what) short, the test files that matter; the others
 # are left out through pytest's --ignore:
-#   make mutation SAMPLE=20 [SEED=1] [MODULES='infra.policies.*']
+#   make mutation SAMPLE=20 [SEED=1] [MODULES='infra.policies.*'] [RESUME=1]
 #   make mutation MUTANTS='infra.plan_diff.*' TESTS='tests/test_plan_diff.py' JOBS=1
 MUTATION_ENV = PYTEST_ADDOPTS="$(foreach f,$(if $(TESTS),$(filter-out $(TESTS),$(wildcard tests/test_*.py))),--ignore=$(f))"
 mutation: $(STAMP)
 ifdef SAMPLE
 	$(MUTATION_ENV) $(PY) -m mutation.sample --per-module $(SAMPLE) --seed $(or $(SEED),1) \
-	  --jobs $(or $(JOBS),2) $(if $(MODULES),--only $(MODULES))
+	  --jobs $(or $(JOBS),2) $(if $(MODULES),--only $(MODULES)) $(if $(RESUME),--resume)
 	$(PY) -m mutation.report --sample mutants/sample.txt --markdown mutants/report.md
 else
 	$(MUTATION_ENV) $(PY) -m mutmut run --max-children $(or $(JOBS),2) $(MUTANTS)

@@ -1,6 +1,6 @@
 """A seeded random sample of mutmut's mutants, the same number from each module, run by mutmut.
 
-    python -m mutation.sample --per-module N [--seed S] [--jobs J] [--only GLOB ...]
+    python -m mutation.sample --per-module N [--seed S] [--jobs J] [--only GLOB ...] [--resume]
 
 A run over every mutant of infra/ takes longer than a working day on two cores: a mutant that
 survives runs every test that reached it, and most component functions are reached by every
@@ -8,7 +8,9 @@ stack test. A sample estimates the kill rate instead: the mutants are generated 
 generates them, `N` of each module's are drawn with a fixed seed (a rerun draws the same ones),
 written to `mutants/sample.txt`, and handed to `mutmut run` by name. `python -m mutation.report
 --sample mutants/sample.txt` then scores only the drawn mutants, each module against the number
-it has, and gives the estimate for the whole with its 95 % interval.
+it has, and gives the estimate for the whole with its 95 % interval. `--resume` hands mutmut
+only the drawn mutants that have no result yet (mutmut reruns every mutant it is given by name),
+so a run that was stopped goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mutation.report import ROOT, module_of
+from mutation.report import ROOT, module_of, read_results
 
 SAMPLE_FILE = ROOT / "mutants" / "sample.txt"
 
@@ -68,12 +70,18 @@ def draw(
     return chosen
 
 
+def pending(chosen: Sequence[str], results: Mapping[str, int | None]) -> list[str]:
+    """The drawn mutants that no run has a result for yet."""
+    return [name for name in chosen if results.get(name) is None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mutation.sample", description=__doc__)
     parser.add_argument("--per-module", type=int, required=True, metavar="N")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", nargs="*", default=[], metavar="GLOB", help="module globs")
+    parser.add_argument("--resume", action="store_true", help="skip mutants with a result")
     args = parser.parse_args(argv)
     if args.per_module < 1:
         print("error: --per-module takes a whole number of at least 1", file=sys.stderr)
@@ -87,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     SAMPLE_FILE.write_text("".join(f"{name}\n" for name in chosen))
     print(f"==> {len(chosen)} mutants drawn (seed {args.seed}), in {SAMPLE_FILE}", flush=True)
+    if args.resume:
+        chosen = pending(chosen, read_results(ROOT / "mutants"))
+        print(f"==> {len(chosen)} of them without a result yet", flush=True)
+        if not chosen:
+            return 0
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.jobs), *chosen]
     # Our own interpreter and arguments.
     return subprocess.run(command, check=False).returncode  # noqa: S603  # nosec B603

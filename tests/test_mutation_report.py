@@ -21,7 +21,7 @@ from mutation.report import (
     stratified,
     wilson,
 )
-from mutation.sample import draw
+from mutation.sample import draw, pending
 from tests.conftest import ROOT
 
 RESULTS = {
@@ -262,3 +262,41 @@ def test_a_shared_stack_run_is_keyed_by_its_config_and_image_tag(
     assert harness.shared_program_run("dev", {"k": "1"}, []) == 3
     assert harness.shared_program_run("staging", {"k": "1"}, []) == 4
     assert made[-1] == ("1", "abcdef0")
+
+
+def test_a_resumed_sample_runs_only_the_drawn_mutants_without_a_result() -> None:
+    """mutmut reruns every mutant named on its command line (mutmut 3.8.1 __main__.py: "Rerun
+    mutant if it's explicitly mentioned"), so a resumed run names only those still to do."""
+    chosen = ["infra.kms.x_a__mutmut_1", "infra.kms.x_a__mutmut_2", "infra.kms.x_a__mutmut_3"]
+    results = {"infra.kms.x_a__mutmut_1": 0, "infra.kms.x_a__mutmut_2": None}
+    assert pending(chosen, results) == ["infra.kms.x_a__mutmut_2", "infra.kms.x_a__mutmut_3"]
+
+
+FILES = ["test_alerts.py", "test_release.py", "test_policies.py", "test_database_access.py",
+         "test_release.py", "test_database.py"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mutant", "order"),
+    [
+        ("infra.release.xǁReleaseǁcanary__mutmut_42", [1, 4, 0, 2, 3, 5]),
+        ("infra.policies.rds.x__encrypted__mutmut_3", [2, 0, 1, 3, 4, 5]),
+        ("infra.database_access.x_bootstrap__mutmut_1", [3, 0, 1, 2, 4, 5]),
+        ("infra.iam.x_policy__mutmut_1", [0, 1, 2, 3, 4, 5]),  # no file of its own
+        ("", [0, 1, 2, 3, 4, 5]),  # not under a mutant: pytest's own order
+        ("stats", [0, 1, 2, 3, 4, 5]),
+    ],
+)
+def test_under_a_mutant_its_own_modules_tests_run_first(
+    monkeypatch: pytest.MonkeyPatch, mutant: str, order: list[int]
+) -> None:
+    """mutmut stops a mutant's run at the first failing test (`-x`); the own file's tests are
+    the likeliest to fail, so they go first, and every file's tests keep their order."""
+    from types import SimpleNamespace
+
+    from tests.conftest import pytest_collection_modifyitems
+
+    items = [SimpleNamespace(path=Path("tests") / name, n=i) for i, name in enumerate(FILES)]
+    monkeypatch.setenv("MUTANT_UNDER_TEST", mutant)
+    pytest_collection_modifyitems(items)  # type: ignore[arg-type]
+    assert [item.n for item in items] == order

@@ -294,3 +294,23 @@ def test_the_markdown_escapes_values_and_cuts_after_25_paths() -> None:
     assert text.count("… and 1 more properties") == 1
     assert "\n\n#### (stack)\n" in text
     assert "\n\n0 to add, 3 to update in place, 0 to replace, 1 to remove." in text
+
+
+def test_a_changed_list_item_shows_its_index_and_both_values() -> None:
+    base, head = _doc("dev"), _doc("dev")
+    exports = _resource(head, "database")["inputs"]["enabledCloudwatchLogsExports"]
+    assert exports == ["postgresql", "upgrade"]
+    _resource(base, "database")["inputs"]["enabledCloudwatchLogsExports"] = ["postgresql", "iam"]
+    text = render(compare(base, head))
+    assert "  - `enabledCloudwatchLogsExports[1]`: `iam` → `upgrade`\n" in text
+    assert "enabledCloudwatchLogsExports[0]" not in text  # unchanged items are not listed
+
+
+def test_a_stack_new_on_this_branch_adds_every_resource() -> None:
+    """A base plan of a stack that did not exist there has no resources at all."""
+    head = _doc("dev")
+    diff = compare({"stack": "dev"}, head)
+    text = render(diff)
+    assert f"{len(head['resources'])} to add, 0 to update in place, 0 to replace, 0 to remove." in (
+        text
+    )

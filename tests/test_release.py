@@ -94,6 +94,10 @@ def test_deploy_checks_the_new_color_through_the_signed_preview_route(
     assert cluster.requests == {"blue": 0, "green": 0}  # no user-path request went anywhere
     assert any("green is ready (2.0.0)" in line for line in h.lines)
     assert any("smoke test passed" in line for line in h.lines)
+    assert h.lines[0] == (
+        f"[2026-12-01T09:00:00Z] staging/analytics-api: deploying {NEW_IMAGE} as 2.0.0 to the "
+        "idle color green"
+    )
 
 
 def test_deploy_without_a_signature_cannot_reach_the_preview_color(cluster: FakeCluster) -> None:
@@ -348,6 +352,35 @@ def test_a_healthy_canary_walks_the_listener_weights_and_promotes(cluster: FakeC
     assert h.metrics.samples == 4
 
 
+def test_a_canary_that_promotes_leaves_no_floor_behind(cluster: FakeCluster) -> None:
+    """The promote after the last step returns the HPAs to the stack file as it was before the
+    canary: the canary's own floors (matchTrafficWeight) and the switch's are all removed once
+    the scale-down window has passed (Kubernetes, "Horizontal Pod Autoscaling")."""
+    h = Harness(cluster, stack="prod")
+    cluster.set_demand(8)
+    before = copy.deepcopy(h.stack.service())
+    assert "minReplicas" not in before["green"]
+    assert h.canary() == 0
+    entry = h.stack.service()
+    assert "minReplicas" not in entry["green"]
+    assert "minReplicas" not in entry["blue"]
+    assert h.active == "green"
+
+
+def test_a_canary_whose_promote_fails_returns_to_the_stack_file_before_the_canary(
+    cluster: FakeCluster,
+) -> None:
+    h = Harness(cluster, stack="prod")
+    cluster.set_demand(8)
+    h.windows(HEALTHY, HEALTHY, HEALTHY, HEALTHY)
+    before = copy.deepcopy(h.stack.service())
+    cluster.stale_selector = True  # the switch "succeeds" but traffic still reaches blue
+    assert h.canary() == 1
+    after = h.stack.service()
+    assert after.pop("canary") == {"weight": 0}  # the weight at rest, now written out
+    assert after == before  # no floor of the canary's or the switch's is left
+
+
 def test_canary_pods_follow_the_traffic_weight(cluster: FakeCluster) -> None:
     """Argo Rollouts' setCanaryScale matchTrafficWeight: at 50 % of 8 pods the canary runs 4."""
     h = Harness(cluster, stack="prod")
@@ -513,6 +546,76 @@ def test_dry_run_prints_the_plan_without_a_pulumi_cli(capsys: pytest.CaptureFixt
     assert "dry run: promote on prod/analytics-api" in out
     assert "set services.analytics-api.activeColor = green, canary weight 0" in out
     assert "refused: no previous release to return to (exit 2)" in out
+
+
+PROD_PLANS = {
+    "status": ["active blue (1.4.2), preview green (1.5.0), weights 100/0"],
+    "deploy": [
+        f"set services.analytics-api.green.image = {NEW_IMAGE}",
+        "set services.analytics-api.green.version = 2.0.0",
+        "pulumi up",
+        "wait until green is ready through the API's /preview route",
+        "smoke test",
+        "on failure: restore the idle color as it was, pulumi up, exit 1",
+    ],
+    "promote": [
+        "scale green to the live size of blue (at least 3), wait for its pods",
+        "set services.analytics-api.activeColor = green, canary weight 0",
+        "targeted pulumi up (listener weights 100/0, Services, HPAs, and the pod-delete "
+        "experiment where the stack has one)",
+        "verify X-Color=green through the active endpoint",
+        "after 30s: blue back to 3 pods",
+        "on failure: switch back to blue, weights 100/0, exit 1",
+    ],
+    "rollback": ["refused: no previous release to return to (exit 2)"],
+    "check": [
+        "GET /health/ready and /api/v1/status through the active endpoint: blue 1.4.2, up to 3 "
+        "tries"
+    ],
+    "canary": [
+        "weights [5, 10, 25, 50] to green, 60s windows, pods scaled with the weight",
+        "gate per window on the canary target group: 5xx share <= 0.01, p95 <= 1000 ms, at "
+        "least 10 requests",
+        "3 inconclusive windows (no data) abort",
+        "on breach or error: weights 100/0 at once, exit 1; after the last: promote",
+    ],
+}
+
+
+@pytest.mark.parametrize("command", sorted(PROD_PLANS))
+def test_each_dry_run_prints_its_whole_plan(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert release.main([command, "--stack", "prod", "--dry-run", "--image", NEW_IMAGE]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"dry run: {command} on prod/analytics-api (nothing is changed)",
+        *(f"  - {step}" for step in PROD_PLANS[command]),
+    ]
+
+
+def test_a_dry_run_rollback_returns_to_the_previous_color_and_switches(
+    project_copy: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = stack_yaml("prod")
+    service = doc["config"]["analytics-platform:services"][0]
+    service.update(activeColor="green", previousColor="blue")
+    folder = project_copy("prod", doc)
+    assert release.main(["rollback", "--stack", "prod", "--dry-run"], project_dir=folder) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "  - return to blue",
+        "  - set services.analytics-api.activeColor = blue, canary weight 0",
+        "  - targeted pulumi up (listener weights 100/0, Services, HPAs, and the pod-delete "
+        "experiment where the stack has one)",
+        "  - verify X-Color=blue through the active endpoint",
+        "  - after 30s: green back to 3 pods",
+        "  - on failure: switch back to green, weights 100/0, exit 1",
+    ]
+
+
+def test_a_dry_run_of_an_unknown_service_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert release.main(["status", "--stack", "prod", "--dry-run", "--service", "nope"]) == 2
+    assert "unknown service nope" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -79,11 +79,15 @@ def test_alias_specs_resolve_parent_and_type_changes() -> None:
 
 
 def test_updating_the_snapshot_is_a_deliberate_command(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snapshot = tmp_path / "stateful-urns.json"
-    assert main(["--update", "--snapshot", str(snapshot)]) == 0
+    assert main(["--update", "--snapshot", str(snapshot)]) == 0  # the program, run for real
     assert json.loads(snapshot.read_text()) == read_snapshot(SNAPSHOT)
+    monkeypatch.setattr(
+        "infra.state_safety._previews",
+        lambda _dir, stacks: {s: _preview(s) for s in stacks},  # pyright: ignore[reportUnknownLambdaType]
+    )
     assert main(["--snapshot", str(snapshot)]) == 0
     recorded = json.loads(snapshot.read_text())
     recorded["dev"].append(recorded["dev"][0].replace("::alerts-key", "::old-alerts-key"))
