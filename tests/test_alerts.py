@@ -153,6 +153,11 @@ def test_a_paging_tool_gets_the_only_https_subscription_secret_and_auto_confirme
         "backoffFunction": "exponential",
     }
     assert policy["throttlePolicy"] == {"maxReceivesPerSecond": 1}
+    # PagerDuty's and Opsgenie's SNS integrations read the body as JSON; SNS sends text/plain
+    # unless the delivery policy's requestPolicy says otherwise ("Creating an HTTP/S delivery
+    # policy", Amazon SNS Developer Guide: headerContentType).
+    assert policy["requestPolicy"] == {"headerContentType": "application/json"}
+    assert set(policy) == {"healthyRetryPolicy", "throttlePolicy", "requestPolicy"}
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from infra.mock_engine import FakeCloud, ProgramRun, is_secret
+from infra.mock_engine import FAKE_ECR_PASSWORD, FakeCloud, ProgramRun, is_secret, reveal_all
 from infra.settings import InvalidConfig
 from tests.conftest import CI_COMMIT, ROOT, STACKS, RunStack, stack_yaml
 
@@ -82,6 +82,13 @@ def test_dev_builds_from_the_project_root_tagged_with_the_commit(run_stack: RunS
     assert image.inputs["build"]["platform"] == "linux/amd64"
     registry = image.inputs["registry"]
     assert is_secret(registry)  # the password makes the whole registry block secret
+    # Pushed to its own repository with the registry's token (Amazon ECR, "Private registry
+    # authentication": user AWS and the token's password for the registry's endpoint).
+    assert reveal_all(registry) == {
+        "server": repo.outputs["repositoryUrl"],
+        "username": "AWS",
+        "password": FAKE_ECR_PASSWORD,
+    }
     token = [i for i in cloud.invokes if i.token.startswith("aws:ecr/getAuthorizationToken")]
     assert [t.args["registryId"] for t in token] == ["123456789012"]
     assert run.outputs["imageReference"] == image.outputs["repoDigest"]
