@@ -53,9 +53,12 @@ def test_the_database_experiment_reboots_this_stacks_instance_only(
         "selectionMode": "ALL",
     }
     [action] = template["actions"]
-    assert action["actionId"] == "aws:rds:reboot-db-instances"
-    assert action["target"] == {"key": "DBInstances", "value": "database"}
-    assert action["parameters"] == [{"key": "forceFailover", "value": str(multi_az).lower()}]
+    assert action == {
+        "name": "reboot",  # what the experiment's log and the console call the step
+        "actionId": "aws:rds:reboot-db-instances",
+        "target": {"key": "DBInstances", "value": "database"},
+        "parameters": [{"key": "forceFailover", "value": str(multi_az).lower()}],
+    }
 
 
 def test_an_enabled_prod_experiment_fails_over_to_the_multi_az_standby(

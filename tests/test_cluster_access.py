@@ -55,6 +55,11 @@ def test_the_kubernetes_provider_is_built_from_the_eks_cluster(
     assert provider.inputs["clusterIdentifier"] == f"analytics-{stack}"
     assert "context" not in provider.inputs
     kubeconfig = json.loads(provider.inputs["kubeconfig"])
+    # client-go's clientcmd reads a kubeconfig as a v1 Config (Kubernetes, "Organizing Cluster
+    # Access Using kubeconfig Files"; `aws eks update-kubeconfig` writes the same header).
+    assert (kubeconfig["apiVersion"], kubeconfig["kind"]) == ("v1", "Config")
+    assert set(kubeconfig) == {"apiVersion", "kind", "clusters", "contexts", "current-context",
+                               "users"}  # fmt: skip
     arn = f"arn:aws:eks:eu-west-1:{stack_account(stack)}:cluster/analytics-{stack}"
     [cluster] = kubeconfig["clusters"]
     assert cluster["name"] == arn
