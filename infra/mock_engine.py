@@ -535,7 +535,9 @@ class FakeCloud(pulumi_mocks.Mocks):
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
-    """pulumi's MockMonitor, plus a record of each registration's options and the stack outputs."""
+    """pulumi's MockMonitor, plus a record of each registration's options and outputs: the
+    provider's answer for a custom resource, the registered outputs for a component and the
+    stack."""
 
     def __init__(self, mocks: pulumi_mocks.Mocks) -> None:
         super().__init__(mocks)
@@ -609,8 +611,14 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         )
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
+        outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
         if request.urn == self.stack_urn:
-            self.stack_outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
+            self.stack_outputs = outputs
+        # A component's registered outputs are its state (`pulumi stack export`), as a custom
+        # resource's are the provider's answer.
+        for record in self.records:
+            if record.urn == request.urn and not record.custom:
+                record.outputs = outputs
         return super().RegisterResourceOutputs(request)
 
 

@@ -131,6 +131,12 @@ def test_each_stack_has_a_tag_scoped_anomaly_monitor_alerting_the_topic_at_once(
         "Tags": {"Key": "Stack", "Values": [stack], "MatchOptions": ["EQUALS"]}
     }
     subscription = run.one(SUBSCRIPTION, "costs-anomalies")
+    # Named for the stack, not auto-named: the console and the alert e-mails show the name.
+    assert (
+        monitor.inputs["name"]
+        == subscription.inputs["name"]
+        == (f"analytics-platform-{stack}-costs-anomalies")
+    )
     assert subscription.inputs["frequency"] == "IMMEDIATE"
     assert subscription.inputs["monitorArnLists"] == [monitor.outputs["arn"]]
     assert subscription.inputs["subscribers"] == [
