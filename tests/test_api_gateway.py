@@ -30,6 +30,7 @@ def test_http_api_with_an_auto_deploying_default_stage(run_stack: RunStack, stac
     run = run_stack(stack)
     api = run.one(API)
     assert api.inputs["protocolType"] == "HTTP"
+    assert api.inputs["name"] == f"analytics-platform-{stack}-api"  # not auto-named
     stage = run.one(STAGE)
     assert stage.inputs["apiId"] == api.id
     assert stage.inputs["name"] == "$default"
@@ -200,6 +201,10 @@ def test_security_groups_chain_vpc_link_to_load_balancer_to_node_port_only(
     nodes = _network("dev")["clusterNodeSecurityGroupId"]
 
     def rules(type_: str) -> set[tuple[str, str, int, int]]:
+        found = [r for r in run.of_type(type_) if r.parent and "ApiGateway" in r.parent]
+        # The VPC API's protocol names: tcp, udp, icmp, icmpv6, or -1 for all (EC2 API
+        # reference, IpPermission.IpProtocol); HTTP and the NodePorts are TCP only.
+        assert {r.inputs["ipProtocol"] for r in found} == {"tcp"}
         return {
             (
                 r.inputs["securityGroupId"],
@@ -207,8 +212,7 @@ def test_security_groups_chain_vpc_link_to_load_balancer_to_node_port_only(
                 r.inputs["fromPort"],
                 r.inputs["toPort"],
             )
-            for r in run.of_type(type_)
-            if r.parent and "ApiGateway" in r.parent
+            for r in found
         }
 
     assert rules(EGRESS) == {(link, lb, 80, 80), (lb, nodes, 30080, 30080),

@@ -353,6 +353,12 @@ def test_dashboard_shows_api_database_hosts_and_every_alarms_status(
         if len(entry) > 1
     }
     assert {("AWS/ApiGateway", m) for m in ("Count", "5xx", "4xx", "Latency")} <= shown
+    [traffic] = [w for w in widgets if w["properties"].get("title") == "API traffic and errors"]
+    assert [(m[1], m[-1]["stat"], m[-1]["label"]) for m in traffic["properties"]["metrics"]] == [
+        ("Count", "Sum", "Requests"),
+        ("5xx", "Sum", "5xx"),
+        ("4xx", "Sum", "4xx"),
+    ]
     database = ("CPUUtilization", "DatabaseConnections", "FreeStorageSpace", "ReadLatency",
                 "WriteLatency")  # fmt: skip
     assert {("AWS/RDS", m) for m in database} <= shown
