@@ -49,6 +49,19 @@ def test_key_has_an_alias_named_after_the_stack(run_stack: RunStack) -> None:
     assert alias.inputs["targetKeyId"] == run.one(KEY, "alerts-key").outputs["keyId"]
 
 
+def test_a_long_stack_name_keeps_every_alias_whole(run_stack: RunStack) -> None:
+    """An alias name may be 256 characters, `alias/` included (AWS KMS API reference,
+    CreateAlias: AliasName), far past the 63 most other names are cut to: a throwaway stack
+    with a long name still finds its keys by the whole name."""
+    stack = "pr-4242-reporting-backfill-for-the-quarterly-finance-export"
+    run = run_stack("dev", name=stack, overrides={"kubernetes": {"clusterName": "analytics-pr"}})
+    names = sorted(a.inputs["name"] for a in run.of_type("aws:kms/alias:Alias"))
+    assert names
+    assert all(len(n) > 63 for n in names)
+    assert names == sorted(f"alias/analytics-platform-{stack}-{a.name}"
+                           for a in run.of_type("aws:kms/alias:Alias"))  # fmt: skip
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_topic_is_encrypted_with_the_alerts_key(run_stack: RunStack, stack: str) -> None:
     run = run_stack(stack)
