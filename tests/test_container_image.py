@@ -53,7 +53,12 @@ def test_dev_lifecycle_keeps_the_last_tagged_builds_and_expires_untagged(
 ) -> None:
     """Amazon ECR User Guide, "Lifecycle policy parameters": tagStatus, countType."""
     rules = _rules(run_stack("dev", overrides={"image": {"build": True, "keepTaggedImages": 12}}))
-    assert rules["untagged"]["selection"]["countType"] == "sinceImagePushed"
+    assert rules["untagged"]["selection"] == {
+        "tagStatus": "untagged",
+        "countType": "sinceImagePushed",
+        "countUnit": "days",  # the only unit ECR takes, in lower case
+        "countNumber": 7,  # image.untaggedExpiryDays, by default
+    }
     assert rules["untagged"]["action"] == {"type": "expire"}
     tagged = rules["tagged"]["selection"]
     assert (tagged["countType"], tagged["countNumber"]) == ("imageCountMoreThan", 12)
