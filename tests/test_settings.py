@@ -165,7 +165,8 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, Any], list[str], str, str]] = [
      "blue": {"version": "1"}, "green": {"version": "1"}}]}, [], "services[0].name",
      "choose another name"),
     ("sampling more than every trace", "prod", {"tracing": {"samplingRatio": 1.5}}, [],
-     "analytics-platform:tracing.samplingRatio = 1.5", "allowed: a sampling ratio from 0"),
+     "analytics-platform:tracing.samplingRatio = 1.5", "samplingRatio = 1.5: allowed: a sampling "
+     "ratio from 0 (no new traces) to 1 (every trace), e.g. 0.25 samples one trace in four"),
     ("a negative sampling ratio", "dev", {"tracing": {"samplingRatio": -0.1}}, [],
      "tracing.samplingRatio = -0.1", "from 0 (no new traces) to 1 (every trace)"),
     ("a sampling ratio in words", "staging", {"tracing": {"samplingRatio": "some"}}, [],
