@@ -370,7 +370,7 @@ class Release:
             raise BadInput("the stack file lists no services: add the service entry to release")
 
     # -- state ---------------------------------------------------------------------------
-    def _read_settings(self, changes: Mapping[str, Any] | None = None) -> StackSettings:
+    def _read_settings(self, changes: Mapping[str, str] | None = None) -> StackSettings:
         """The stack's settings, optionally with this service's entry changed (path -> value)."""
         values, secret_keys = self.backend.config()
         if changes:
@@ -766,15 +766,12 @@ def _get_in(entry: Mapping[str, Any], path: str) -> Any:
     return node
 
 
-def _set_in(entry: dict[str, Any], path: str, value: Any) -> None:
+def _set_in(entry: dict[str, Any], path: str, value: str) -> None:
     *parents, leaf = path.split(".")
     node = entry
     for key in parents:
         node = node.setdefault(key, {})
-    if value is None:
-        node.pop(leaf, None)
-    else:
-        node[leaf] = value
+    node[leaf] = value
 
 
 def config_set_args(project: str, stack: str, path: str, value: str | int) -> list[str]:

@@ -137,3 +137,31 @@ def test_outputs_leave_secrets_out(stack: Any) -> None:
         "kubeconfig": auto.OutputValue("secret", secret=True),
     }
     assert backend(stack).outputs() == {"apiEndpoint": "https://api"}
+
+
+def test_canary_metrics_read_the_preview_target_group_behind_the_stacks_load_balancer() -> None:
+    """Target-group metrics carry both `TargetGroup` and `LoadBalancer` dimensions, each the
+    ARN's suffix (Elastic Load Balancing, "CloudWatch metrics for your Application Load
+    Balancer"); the stack exports both, and the region the client reads from."""
+    from types import SimpleNamespace
+
+    from infra.release import _canary_metrics
+
+    outputs = {
+        "loadBalancerArnSuffix": "app/analytics-platform-prod-api-lb/50dc6c495c0c9188",
+        "previewTargetGroupArnSuffixes": {"analytics-api": "targetgroup/canary/73e2d6bc24d8a067"},
+        "region": "eu-west-1",
+    }
+    release = SimpleNamespace(
+        backend=SimpleNamespace(outputs=lambda: outputs), service_name="analytics-api"
+    )
+    metrics = _canary_metrics(release)  # type: ignore[arg-type]
+    assert metrics._dimensions == [
+        {"Name": "TargetGroup", "Value": "targetgroup/canary/73e2d6bc24d8a067"},
+        {"Name": "LoadBalancer", "Value": "app/analytics-platform-prod-api-lb/50dc6c495c0c9188"},
+    ]
+    assert metrics._cloudwatch.meta.region_name == "eu-west-1"
+    del outputs["previewTargetGroupArnSuffixes"]
+    with pytest.raises(Exception, match="the stack exports no canary target group for "
+                       "analytics-api: run a full `pulumi up` first"):  # fmt: skip
+        _canary_metrics(release)  # type: ignore[arg-type]
