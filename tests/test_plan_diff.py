@@ -314,3 +314,11 @@ def test_a_stack_new_on_this_branch_adds_every_resource() -> None:
     assert f"{len(head['resources'])} to add, 0 to update in place, 0 to replace, 0 to remove." in (
         text
     )
+
+
+def test_an_input_set_or_unset_shows_absent_on_the_side_without_it() -> None:
+    base, head = _doc("dev"), _doc("dev")
+    del _resource(head, "alerts-topic")["inputs"]["signatureVersion"]
+    text = render(compare(base, head))
+    assert "  - `signatureVersion`: `2` → `<absent>`\n" in text
+    assert "  - `signatureVersion`: `<absent>` → `2`\n" in render(compare(head, base))
