@@ -200,3 +200,16 @@ def test_the_document_itself_is_checked_too() -> None:
     assert problems(IDENTITY, json.dumps(twice)) == ["repeated Sid in ['A', 'A']"]
     allowed = {**ALLOW, "Condition": {"ForAnyValue:StringLikeIfExists": {"aws:TagKeys": "x*"}}}
     assert problems(IDENTITY, json.dumps({"Version": "2012-10-17", "Statement": allowed})) == []
+
+
+# IAM API reference, CreateRole: Description, up to 1,000 characters of this set.
+DESCRIPTION = re.compile(r"^[\t\n\r\u0020-\u007E\u00A1-\u00FF]{1,1000}$")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_role_says_what_it_is_for_in_a_description_iam_takes(
+    run_stack: RunStack, stack: str
+) -> None:
+    roles = run_stack(stack).of_type("aws:iam/role:Role")
+    assert roles
+    assert [r.name for r in roles if not DESCRIPTION.match(r.inputs.get("description") or "")] == []

@@ -188,3 +188,25 @@ def test_a_pod_that_mounts_what_it_does_not_have_is_refused() -> None:
         "pod: container 'Collector'",
         "pod: repeated port names ['http', 'http']",
     ]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_deployment_spreads_its_own_pods_across_zones(
+    run_stack: RunStack, stack: str
+) -> None:
+    """Kubernetes, "Pod Topology Spread Constraints": the scheduler counts only the pods that
+    the constraint's labelSelector matches, so a selector that misses the Deployment's own pods
+    spreads nothing; `topology.kubernetes.io/zone` is the well-known zone label, and
+    whenUnsatisfiable is DoNotSchedule or ScheduleAnyway."""
+    deployments = run_stack(stack).of_type("kubernetes:apps/v1:Deployment")
+    assert deployments
+    for deployment in deployments:
+        template = deployment.inputs["spec"]["template"]
+        labels = template["metadata"]["labels"]
+        [spread] = template["spec"]["topologySpreadConstraints"]
+        assert spread["topologyKey"] == "topology.kubernetes.io/zone", deployment.name
+        assert spread["maxSkew"] == 1, deployment.name
+        assert spread["whenUnsatisfiable"] in ("DoNotSchedule", "ScheduleAnyway")
+        selector = spread["labelSelector"]["matchLabels"]
+        assert selector, deployment.name
+        assert selector.items() <= labels.items(), deployment.name
