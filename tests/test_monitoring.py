@@ -507,3 +507,34 @@ def test_the_dashboard_shows_each_services_pods_against_their_limits_and_request
     assert 'filter Type = "Pod" and Namespace = "analytics-api"' in query
     assert "100 * pod_cpu_usage_total / pod_cpu_request" in query
     assert "100 * pod_memory_working_set / pod_memory_request" in query
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_services_error_lines_become_the_metric_its_alarm_watches(
+    runs: Callable[[str], ProgramRun],
+    stack: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CloudWatch Logs, "Filter pattern syntax for metric filters": `{ $.level = "error" }`
+    matches a JSON log event whose `level` is exactly "error"; each match adds the metric
+    transformation's value (1) to the metric the service's error alarm reads. The app writes
+    one JSON object a line, `level` first (app/analytics_api.py, log)."""
+    monkeypatch.syspath_prepend(str(ROOT / "app"))
+    from analytics_api import log  # pyright: ignore[reportMissingImports]
+
+    run = runs(stack)
+    [error_filter] = run.of_type(FILTER)
+    group = f"/{PROJECT}/{stack}/{SERVICE}"
+    assert error_filter.inputs["name"] == f"{PROJECT}-{stack}-monitoring-{SERVICE}-errors"
+    assert error_filter.inputs["logGroupName"] == group
+    assert error_filter.inputs["pattern"] == '{ $.level = "error" }'
+    transformation = error_filter.inputs["metricTransformation"]
+    alarm = alarms(run)[f"{SERVICE}-error-logs"].inputs
+    assert (transformation["namespace"], transformation["name"]) == (
+        alarm["namespace"],
+        alarm["metricName"],
+    )
+    assert (transformation["value"], transformation["unit"]) == ("1", "Count")
+    log("error", event="request failed")
+    assert json.loads(capsys.readouterr().err)["level"] == "error"
