@@ -353,6 +353,15 @@ def test_dashboard_shows_api_database_hosts_and_every_alarms_status(
         if len(entry) > 1
     }
     assert {("AWS/ApiGateway", m) for m in ("Count", "5xx", "4xx", "Latency")} <= shown
+    # What an operator reads, top to bottom (the third widget is the traces' markdown links).
+    assert [w["properties"].get("title") for w in widgets] == [
+        "API traffic and errors", "API latency (ms)", None, "Database CPU (%)",
+        "Database connections", "Database free storage (bytes)", "Database latency p90 (s)",
+        "Target groups: requests and 5xx", "Target groups: response time p95 (s)",
+        f"{SERVICE}: hosts and errors", "Right-sizing: database headroom",
+        f"Right-sizing: {SERVICE} pods against limits (%)",
+        f"Right-sizing: {SERVICE} pods against requests (%)", "Alarm status",
+    ]  # fmt: skip
     [traffic] = [w for w in widgets if w["properties"].get("title") == "API traffic and errors"]
     assert [(m[1], m[-1]["stat"], m[-1]["label"]) for m in traffic["properties"]["metrics"]] == [
         ("Count", "Sum", "Requests"),
