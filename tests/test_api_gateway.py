@@ -113,6 +113,12 @@ def test_only_the_iam_signed_preview_route_can_choose_the_preview_color(
         "overwrite:path": "/${request.path.proxy}",
         "overwrite:header.x-analytics-preview": "true",
     }
+    # An HTTP proxy integration passes the route's method on: ANY for ANY routes.
+    assert {key: i["integrationMethod"] for key, i in integrations.items()} == {
+        "ANY /{proxy+}": "ANY",
+        "GET /health": "GET",
+        "ANY /preview/{proxy+}": "ANY",
+    }
     api = run.one(API)
     assert run.outputs["apiPreviewInvokeArn"] == api.outputs["executionArn"] + "/*/*/preview/*"
 
@@ -156,9 +162,20 @@ def test_internal_load_balancer_forwards_to_instance_targets_on_the_node_port(
         assert group.inputs["port"] == port
         assert group.inputs["vpcId"] == _network(stack)["vpcId"]
         assert len(group.inputs["name"]) <= 32
-        health = group.inputs["healthCheck"]
-        assert health["path"] == "/health/ready"
-        assert health["port"] == "traffic-port"
+        # Elastic Load Balancing, "Health checks for Application Load Balancer target groups":
+        # the timeout must be shorter than the interval; a target leaves rotation after 2
+        # failed checks 10 s apart.
+        assert group.inputs["healthCheck"] == {
+            "enabled": True,
+            "protocol": "HTTP",
+            "path": "/health/ready",
+            "port": "traffic-port",
+            "matcher": "200",
+            "interval": 10,
+            "timeout": 5,
+            "healthyThreshold": 2,
+            "unhealthyThreshold": 2,
+        }
     assert stable.inputs["name"] != preview.inputs["name"]
     listener = run.one("aws:lb/listener:Listener").inputs
     assert listener["loadBalancerArn"] == lb.outputs["arn"]
@@ -340,3 +357,12 @@ def test_every_security_group_rule_has_a_description(run_stack: RunStack, stack:
         assert 0 < len(description) <= 255, rule.urn
         port = int(rule.inputs["fromPort"])
         assert f"TCP {port}" in description or "PostgreSQL" in description, description
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_security_group_names_are_unique_in_the_vpc(run_stack: RunStack, stack: str) -> None:
+    """EC2 refuses a second security group of the same name in a VPC (CreateSecurityGroup:
+    InvalidGroup.Duplicate)."""
+    names = [g.inputs["name"] for g in run_stack(stack).of_type(SG)]
+    assert len(names) >= 3
+    assert len(names) == len(set(names))
