@@ -158,8 +158,13 @@ def _parameter_group(run: ProgramRun) -> ResourceRecord:
 def test_parameter_group_forces_tls_and_logs_slow_statements(run_stack: RunStack) -> None:
     run = run_stack("staging")
     group = _parameter_group(run)
-    params = {p["name"]: p["value"] for p in group.inputs["parameters"]}
-    assert params == {"rds.force_ssl": "1", "log_min_duration_statement": "500"}
+    params = {p["name"]: (p["value"], p["applyMethod"]) for p in group.inputs["parameters"]}
+    # Both are dynamic parameters, so RDS applies them without a reboot: ModifyDBParameterGroup,
+    # ApplyMethod "immediate | pending-reboot" (immediate for dynamic parameters only).
+    assert params == {
+        "rds.force_ssl": ("1", "immediate"),
+        "log_min_duration_statement": ("500", "immediate"),
+    }
     assert group.inputs["family"] == "postgres18"
     assert _db(run)["engineVersion"] == "18"
     assert _db(run)["parameterGroupName"] == group.inputs["name"]

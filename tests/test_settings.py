@@ -330,3 +330,21 @@ def test_a_required_key_left_out_is_one_line_naming_it(key: str, drop: Any) -> N
         parse_settings(PROJECT, "any-stack", values, [])
     assert f"stack any-stack: {PROJECT}:{key} = " in caught.value.lines[0]
     assert len(caught.value.lines) == 1
+
+
+def test_a_paging_url_without_its_service_is_refused_and_says_which_services(
+    run_stack: RunStack,
+) -> None:
+    """SNS delivers to an HTTPS endpoint only once it confirms the subscription, which only the
+    paging tools whose integrations confirm on their own do (README: Monitoring and alerting);
+    a URL with no service named could be any webhook, so nothing is subscribed on a guess."""
+    cloud = FakeCloud()
+    with pytest.raises(InvalidConfig) as refused:
+        run_stack("dev", secrets={"alertsPagingEndpoint": "https://events.pagerduty.com/x"},
+                  cloud=cloud)  # fmt: skip
+    assert refused.value.lines == [
+        "stack dev: analytics-platform:alerts.paging = (not set): the secret "
+        "alertsPagingEndpoint is set: name its service (alerts.paging.service: pagerduty or "
+        "opsgenie)"
+    ]
+    assert cloud.created == []
