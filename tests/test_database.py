@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from infra.mock_engine import FakeCloud, ProgramRun, ResourceRecord
-from infra.settings import InvalidConfig
-from tests.conftest import STACKS, RunStack, stack_account, stack_yaml
+from infra.settings import InvalidConfig, parse_settings
+from tests.conftest import PROJECT, STACKS, RunStack, stack_account, stack_config, stack_yaml
 
 DB = "aws:rds/instance:Instance"
 KEY = "aws:kms/key:Key"
@@ -395,6 +395,10 @@ def test_a_protected_database_waits_for_its_maintenance_window(
     record = run_stack(stack).one(DB, "database")
     assert record.protect is not immediately
     assert record.inputs["applyImmediately"] is immediately
+    # ...and the window it waits for is the stack's own (config or tier), not RDS's random one.
+    settings = parse_settings(PROJECT, stack, *stack_config(stack)).database
+    assert record.inputs["maintenanceWindow"] == settings.maintenance_window
+    assert record.inputs["backupWindow"] == settings.backup_window
 
 
 def test_protecting_a_stack_is_what_defers_its_database_changes(run_stack: RunStack) -> None:

@@ -348,3 +348,14 @@ def test_a_paging_url_without_its_service_is_refused_and_says_which_services(
         "opsgenie)"
     ]
     assert cloud.created == []
+
+
+def test_a_plain_key_set_as_a_secret_is_refused_without_showing_it(run_stack: RunStack) -> None:
+    cloud = FakeCloud()
+    with pytest.raises(InvalidConfig) as refused:
+        run_stack("dev", secrets={"environment": "dev"}, cloud=cloud)
+    assert refused.value.lines == [
+        "stack dev: analytics-platform:environment = (secret): must not be a secret; only these "
+        "keys are secrets: alertsPagingEndpoint, kubeconfig"
+    ]
+    assert cloud.created == []
