@@ -213,3 +213,21 @@ def test_every_role_says_what_it_is_for_in_a_description_iam_takes(
     roles = run_stack(stack).of_type("aws:iam/role:Role")
     assert roles
     assert [r.name for r in roles if not DESCRIPTION.match(r.inputs.get("description") or "")] == []
+
+
+# IAM User Guide, "IAM and AWS STS quotas": a role name is at most 64 characters of these.
+ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_role_is_named_for_its_stack_within_iams_limits(
+    run_stack: RunStack, stack: str
+) -> None:
+    """Named, not auto-named: a role Pulumi names gets a random suffix, so CloudTrail and the
+    console no longer say which stack it serves, and a replacement gets another name."""
+    roles = run_stack(stack).of_type("aws:iam/role:Role")
+    names = {r.name: r.inputs.get("name") or "" for r in roles}
+    assert {k: n for k, n in names.items() if not ROLE_NAME.match(n)} == {}
+    assert {
+        k: n for k, n in names.items() if not n.startswith(f"analytics-platform-{stack}-")
+    } == {}
