@@ -75,6 +75,8 @@ def test_deployments_are_hardened(run_stack: RunStack, stack: str, color: str) -
     assert spread["topologyKey"] == "topology.kubernetes.io/zone"
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     labels = spec["template"]["metadata"]["labels"]
+    # The Deployment carries its pods' labels, so `kubectl get deploy -l color=...` finds it.
+    assert _deployment(run, color)["metadata"]["labels"] == labels
     assert labels["app"] == "analytics-api"
     assert labels["color"] == color
     expected = stack_yaml(stack)["config"]["analytics-platform:services"][0][color]["version"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from infra.config_rules import quantity
 from infra.mock_engine import ProgramRun, ResourceRecord
 from tests.conftest import STACKS, RunStack
 
@@ -82,11 +83,29 @@ def pod_problems(where: str, pod: dict[str, Any]) -> Iterator[str]:
                     yield f"{where}: port name {port['name']!r}"
             if port.get("protocol", "TCP") not in ("TCP", "UDP", "SCTP"):
                 yield f"{where}: port protocol {port['protocol']!r}"
+        yield from _resource_problems(f"{where} {container['name']}", container.get("resources"))
         for mount in container.get("volumeMounts") or []:
             if mount["name"] not in volumes:
                 yield f"{where}: mount of {mount['name']!r}, which is no volume of the pod"
     if len(ports) != len(set(ports)):
         yield f"{where}: repeated port names {ports}"
+
+
+def _resource_problems(where: str, resources: dict[str, Any] | None) -> Iterator[str]:
+    """ResourceRequirements: each value a quantity (k8s.io/apimachinery resource.Quantity),
+    and a request no larger than its limit (the API server: "must be less than or equal to
+    cpu limit")."""
+    amounts: dict[str, dict[str, Any]] = {}
+    for kind in ("requests", "limits"):
+        for name, text in ((resources or {}).get(kind) or {}).items():
+            try:
+                amounts.setdefault(kind, {})[name] = quantity(str(text))
+            except ValueError:
+                yield f"{where}: {kind}.{name} {text!r} is not a quantity"
+    for name, request in amounts.get("requests", {}).items():
+        limit = amounts.get("limits", {}).get(name)
+        if limit is not None and request > limit:
+            yield f"{where}: requests.{name} over limits.{name}"
 
 
 def object_problems(resource: ResourceRecord) -> Iterator[str]:
@@ -179,13 +198,16 @@ def test_a_pod_that_mounts_what_it_does_not_have_is_refused() -> None:
         "containers": [
             {"name": "app", "ports": [{"name": "http", "protocol": "tcp"}, {"name": "http"}],
              "volumeMounts": [{"name": "cache"}]},
-            {"name": "Collector"},
+            {"name": "Collector", "resources": {"requests": {"cpu": "2", "memory": "x1"},
+                                                "limits": {"cpu": "1"}}},
         ],
     }  # fmt: skip
     assert list(pod_problems("pod", pod)) == [
         "pod: port protocol 'tcp'",
         "pod: mount of 'cache', which is no volume of the pod",
         "pod: container 'Collector'",
+        "pod Collector: requests.memory 'x1' is not a quantity",
+        "pod Collector: requests.cpu over limits.cpu",
         "pod: repeated port names ['http', 'http']",
     ]
 
