@@ -165,3 +165,30 @@ def test_canary_metrics_read_the_preview_target_group_behind_the_stacks_load_bal
     with pytest.raises(Exception, match="the stack exports no canary target group for "
                        "analytics-api: run a full `pulumi up` first"):  # fmt: skip
         _canary_metrics(release)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_the_release_tool_reads_the_outputs_the_program_exports(stack: str) -> None:
+    """The release tool runs against `pulumi stack output` of the real stack, not against the
+    fakes' hand-written outputs: every output it reads is one the program exports, and the
+    canary's dimensions name the stack's own load balancer and preview target group."""
+    from types import SimpleNamespace
+
+    from infra.mock_engine import reveal_all
+    from infra.release import _canary_metrics
+    from tests.conftest import unchanged_run
+
+    run = unchanged_run(stack)
+    outputs = reveal_all(run.outputs)
+    assert outputs["apiEndpoint"].startswith("https://")
+    assert outputs["region"] == "eu-west-1"
+    release = SimpleNamespace(
+        backend=SimpleNamespace(outputs=lambda: outputs), service_name="analytics-api"
+    )
+    metrics = _canary_metrics(release)  # type: ignore[arg-type]
+    preview = run.one("aws:lb/targetGroup:TargetGroup", "api-analytics-api-preview").outputs
+    balancer = run.one("aws:lb/loadBalancer:LoadBalancer").outputs
+    assert metrics._dimensions == [
+        {"Name": "TargetGroup", "Value": preview["arnSuffix"]},
+        {"Name": "LoadBalancer", "Value": balancer["arnSuffix"]},
+    ]
