@@ -48,7 +48,7 @@ def one_under(run: ProgramRun, parent: ResourceRecord, type_: str) -> ResourceRe
 def test_alerts_outputs_name_the_topic_and_its_key(run_stack: RunStack, stack: str) -> None:
     run = run_stack(stack)
     alerts = component(run, "alerts:Alerts")
-    key = next(k for k in under(run, alerts, "aws:kms/key:Key"))
+    key = one_under(run, alerts, "aws:kms/key:Key")
     assert outputs(run, "alerts:Alerts") == {
         "topicArn": one_under(run, alerts, "aws:sns/topic:Topic").outputs["arn"],
         "keyArn": key.outputs["arn"],
