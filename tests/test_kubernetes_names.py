@@ -113,7 +113,7 @@ def object_problems(resource: ResourceRecord) -> Iterator[str]:
     where = f"{kind} {resource.name}"
     metadata = inputs.get("metadata") or {}
     name = metadata.get("name", "")
-    if kind in ("Namespace",) and not dns_label(name):
+    if kind == "Namespace" and not dns_label(name):
         yield f"{where}: name {name!r} is not a DNS-1123 label"
     elif kind == "Service" and not (len(name) <= 63 and RFC_1035_LABEL.match(name)):
         yield f"{where}: name {name!r} is not an RFC 1035 label"

@@ -13,7 +13,7 @@ from unittest import mock
 import pytest
 from pulumi import automation as auto
 
-from infra.release import PulumiStack, ReleaseFailed, config_set_args
+from infra.release import BadInput, PulumiStack, ReleaseFailed, config_set_args
 
 PROJECT = "analytics-platform"
 URN = "urn:pulumi:prod::analytics-platform::k:d::api-green"
@@ -45,7 +45,7 @@ def test_a_constructor_without_the_pulumi_cli_says_what_to_do(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(Exception, match="no Pulumi CLI on PATH: install it, or use --dry-run"):
+    with pytest.raises(BadInput, match="no Pulumi CLI on PATH: install it, or use --dry-run"):
         PulumiStack("prod")
 
 
@@ -162,7 +162,7 @@ def test_canary_metrics_read_the_preview_target_group_behind_the_stacks_load_bal
     ]
     assert metrics._cloudwatch.meta.region_name == "eu-west-1"
     del outputs["previewTargetGroupArnSuffixes"]
-    with pytest.raises(Exception, match="the stack exports no canary target group for "
+    with pytest.raises(BadInput, match="the stack exports no canary target group for "
                        "analytics-api: run a full `pulumi up` first"):  # fmt: skip
         _canary_metrics(release)  # type: ignore[arg-type]
 

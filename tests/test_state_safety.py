@@ -84,10 +84,7 @@ def test_updating_the_snapshot_is_a_deliberate_command(
     snapshot = tmp_path / "stateful-urns.json"
     assert main(["--update", "--snapshot", str(snapshot)]) == 0  # the program, run for real
     assert json.loads(snapshot.read_text()) == read_snapshot(SNAPSHOT)
-    monkeypatch.setattr(
-        "infra.state_safety._previews",
-        lambda _dir, stacks: {s: _preview(s) for s in stacks},  # pyright: ignore[reportUnknownLambdaType]
-    )
+    use_shared_previews(monkeypatch)
     assert main(["--snapshot", str(snapshot)]) == 0
     recorded = json.loads(snapshot.read_text())
     recorded["dev"].append(recorded["dev"][0].replace("::alerts-key", "::old-alerts-key"))
@@ -270,13 +267,17 @@ def test_a_missing_snapshot_is_empty_and_an_unreadable_one_says_why(tmp_path: Pa
         read_snapshot(bad)
 
 
-@pytest.fixture
-def cached_previews(monkeypatch: pytest.MonkeyPatch) -> None:
-    """main() over the repository stacks' previews, run once per test process."""
+def use_shared_previews(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() over the repository stacks' previews, shared within the test session."""
     monkeypatch.setattr(
         "infra.state_safety._previews",
         lambda _dir, stacks: {s: _preview(s) for s in stacks},  # pyright: ignore[reportUnknownLambdaType]
     )
+
+
+@pytest.fixture
+def cached_previews(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_shared_previews(monkeypatch)
 
 
 @pytest.mark.usefixtures("cached_previews")
